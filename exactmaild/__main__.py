@@ -1,0 +1,7 @@
+"""`python -m exactmaild`: the same entry point as the `exactmaild` script."""
+
+import sys
+
+from exactmaild.cli import main
+
+sys.exit(main())

@@ -1,0 +1,150 @@
+"""Configuration: the typed, frozen objects the rest of the daemon reads.
+
+The YAML is parsed and validated by `exactmaild.configload`; this module only
+defines the shape, so every other module can import it without pulling in the
+parser. All times are seconds (float); durations in the YAML ("90s", "5m")
+are converted on load.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+Security = Literal["tls", "starttls", "none"]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+ALL_DAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True)
+class Window:
+    """Daily hours, [start, end) in local time. end <= start means it crosses midnight."""
+
+    start: dt.time
+    end: dt.time
+
+    def __str__(self) -> str:
+        return f"{self.start:%H:%M}-{self.end:%H:%M}"
+
+    @property
+    def hours(self) -> float:
+        """Length of the window in hours (24 for 00:00-00:00)."""
+        s = self.start.hour * 60 + self.start.minute
+        e = self.end.hour * 60 + self.end.minute
+        minutes = (e - s) % (24 * 60) or 24 * 60
+        return minutes / 60
+
+
+@dataclass(frozen=True)
+class Auth:
+    method: Literal["password", "oauth2", "none"] = "password"
+    username: str = ""  # defaults to account.address on load
+    password_file: Path | None = None
+    # oauth2
+    provider: Literal["microsoft365", "google", "custom"] | None = None
+    token_url: str | None = None
+    client_id: str | None = None
+    client_secret_file: Path | None = None
+    refresh_token_file: Path | None = None
+    scope: str | None = None
+
+
+@dataclass(frozen=True)
+class Account:
+    address: str
+    display_name: str | None = None
+    auth: Auth = field(default_factory=Auth)
+
+
+@dataclass(frozen=True)
+class Server:
+    host: str
+    port: int
+    security: Security = "tls"
+    tls_ca_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class Incoming(Server):
+    protocol: Literal["imap", "pop3"] = "imap"
+    folder: str = "INBOX"
+    leave_on_server: bool = True
+
+
+@dataclass(frozen=True)
+class Schedule:
+    days: tuple[Weekday, ...] = ALL_DAYS
+    window: Window | None = None  # None: all day
+    every: float | None = 300.0  # seconds between mailbox checks; None: only `at`
+    at: tuple[dt.time, ...] = ()
+
+
+@dataclass(frozen=True)
+class Receive:
+    maildir: Path
+    attachments: Literal["keep", "strip", "extract"] = "keep"
+    attachments_dir: Path | None = None
+    max_attachment_size: int = 25 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Send:
+    immediately: bool = False
+    delay: float = 60.0  # effective seconds between sends (auto / per_minute resolved on load)
+    delay_source: Literal["delay", "per_minute", "auto"] = "delay"
+    daily_limit: int = 500
+    limit_window: Literal["calendar_day", "rolling_24h"] = "calendar_day"
+    limit_counts: Literal["messages", "recipients"] = "messages"
+    reserve: int = 0
+    retry_intervals: tuple[float, ...] = (60.0, 300.0, 900.0, 3600.0)
+    give_up_after: float = 4 * 86400.0
+    on_unknown_outcome: Literal["retry", "hold"] = "retry"
+    count_sent_folder: str | None = None
+    signature: Path | None = None
+
+    @property
+    def allowance(self) -> int:
+        """Sends allowed per limit window once the reserve is kept back."""
+        return max(0, self.daily_limit - self.reserve)
+
+
+@dataclass(frozen=True)
+class Spool:
+    dir: Path
+    max_message_size: int = 25 * 1000 * 1000
+
+
+@dataclass(frozen=True)
+class Metrics:
+    host: str | None = "127.0.0.1"  # None: metrics off
+    port: int = 9725
+
+    @property
+    def enabled(self) -> bool:
+        return self.host is not None
+
+
+@dataclass(frozen=True)
+class Log:
+    format: Literal["auto", "json", "console"] = "auto"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    file: Path | None = None  # for `run --daemon` on hosts without a journal
+
+
+@dataclass(frozen=True)
+class Config:
+    source: Path
+    timezone: str
+    account: Account
+    incoming: Incoming | None
+    outgoing: Server
+    schedule: Schedule
+    receive: Receive | None
+    send: Send
+    spool: Spool
+    state_dir: Path
+    metrics: Metrics
+    log: Log
+    warnings: tuple[str, ...] = ()
