@@ -1,0 +1,295 @@
+"""The SMTP adapter: the only module that imports smtplib.
+
+One connection, reused while messages are waiting and closed when idle. Every
+failure is classified here, in one place, into the error tree:
+
+* 5xx on MAIL/RCPT/DATA: PermanentFailure (the message goes to failed/);
+* 4xx, connection refused/reset, TLS handshake failure, timeouts: TemporaryFailure
+  (the message is deferred and retried);
+* a refused login, or a provider's quota or rate-limit reply: AccountFailure
+  (the whole queue pauses; no message is blamed for an account problem);
+* the connection lost after the body went out but before the reply:
+  UnknownOutcome (the message may have been delivered).
+
+The DATA phase is written by hand (not smtplib.sendmail) for two reasons: to
+know whether the body had gone out when a connection dropped, and to send
+the whole body and the final dot in a single write, so the last segment does
+not wait for a delayed ACK.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import smtplib
+import socket
+import ssl
+from dataclasses import dataclass, field
+
+from exactmaild.config import Server
+from exactmaild.credentials import Credentials
+from exactmaild.errors import (
+    AccountFailure,
+    PermanentFailure,
+    TemporaryFailure,
+    UnknownOutcome,
+)
+
+# Replies by which providers say "this account is over its quota / sending too
+# fast / blocked": never the message's fault. Enhanced status codes per RFC 3463
+# (5.4.5 and 4.4.5 "system congestion"/quota in practice, 5.2.0/4.2.0 used by
+# Microsoft and others for quota, 4.7.x / 5.7.x policy) and the words
+# providers use in the text.
+_ACCOUNT_CODES = re.compile(r"\b[45]\.(4\.5|2\.0|7\.0|7\.1|7\.2[6-9]|7\.3\d?|3\.2)\b")
+_ACCOUNT_WORDS = re.compile(
+    r"quota|rate.?limit|too many|sending limit|daily.*limit|limit exceeded|"
+    r"exceeded.*limit|throttl|suspend|blocked|spam|temporarily deferred|try again later",
+    re.IGNORECASE,
+)
+
+
+def classify_reply(code: int, text: str, *, stage: str) -> Exception:
+    """Map an SMTP reply to the error tree. `stage` is mail, rcpt or data."""
+    detail = f"{code} {text}".strip()
+    if code in (530, 534, 535, 538, 454) and "auth" in text.lower():
+        return AccountFailure(f"the server refused the login: {detail}")
+    if stage != "rcpt" and (_ACCOUNT_CODES.search(text) and _ACCOUNT_WORDS.search(text)):
+        return AccountFailure(f"the provider is refusing mail from this account: {detail}")
+    if code == 421 or (stage != "rcpt" and code in (451, 452) and _ACCOUNT_WORDS.search(text)):
+        if _ACCOUNT_WORDS.search(text):
+            return AccountFailure(f"the provider is limiting this account: {detail}")
+        return TemporaryFailure(f"the server closed the session: {detail}")
+    if 400 <= code < 500:
+        return TemporaryFailure(f"temporary failure at {stage.upper()}: {detail}")
+    if code >= 500:
+        return PermanentFailure(f"refused at {stage.upper()}: {detail}")
+    return TemporaryFailure(f"unexpected reply at {stage.upper()}: {detail}")
+
+
+@dataclass(frozen=True)
+class SendResult:
+    accepted: tuple[str, ...]
+    refused: dict[str, tuple[int, str]] = field(default_factory=dict)  # permanent
+    deferred: dict[str, tuple[int, str]] = field(default_factory=dict)  # temporary (4xx RCPT)
+    reply: str = ""
+
+
+def _tls_context(server: Server) -> ssl.SSLContext:
+    """Verification always on; tls_ca_file adds trust on top of the system's."""
+    ctx = ssl.create_default_context()
+    if server.tls_ca_file is not None:
+        ctx.load_verify_locations(cafile=str(server.tls_ca_file))
+    return ctx
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+
+
+class SmtpSender:
+    """Sends messages over one reusable SMTP connection."""
+
+    def __init__(
+        self,
+        server: Server,
+        credentials: Credentials,
+        *,
+        timeout: float = 60.0,
+        local_hostname: str | None = None,
+    ) -> None:
+        self.server = server
+        self.credentials = credentials
+        self.timeout = timeout
+        self.local_hostname = local_hostname
+        self._conn: smtplib.SMTP | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None
+
+    def connect(self) -> None:
+        """Open, secure and authenticate a connection (a no-op if one is open)."""
+        if self._conn is not None:
+            return
+        s = self.server
+        step = "connect"
+        try:
+            if s.security == "tls":
+                step = "TLS"
+                conn: smtplib.SMTP = smtplib.SMTP_SSL(
+                    s.host,
+                    s.port,
+                    local_hostname=self.local_hostname,
+                    timeout=self.timeout,
+                    context=_tls_context(s),
+                )
+            else:
+                conn = smtplib.SMTP(
+                    s.host, s.port, local_hostname=self.local_hostname, timeout=self.timeout
+                )
+            conn.ehlo()
+            if s.security == "starttls":
+                step = "STARTTLS"
+                if not conn.has_extn("starttls"):
+                    conn.close()
+                    raise TemporaryFailure(
+                        f"{s.host}:{s.port} does not offer STARTTLS; refusing to send in clear "
+                        "(check outgoing.port and outgoing.security)"
+                    )
+                conn.starttls(context=_tls_context(s))
+                conn.ehlo()
+            step = "login"
+            self._login(conn)
+        except smtplib.SMTPAuthenticationError as exc:
+            self.credentials.invalidate()
+            raise AccountFailure(
+                f"{s.host} refused the login for {self.credentials.username}: "
+                f"{exc.smtp_code} {_text(exc.smtp_error)} (check the password file "
+                "or the account's SMTP AUTH setting)"
+            ) from None
+        except ssl.SSLCertVerificationError as exc:
+            raise TemporaryFailure(
+                f"TLS with {s.host}:{s.port} failed: the certificate is not trusted "
+                f"({exc.verify_message}); set outgoing.tls_ca_file if it is a private CA"
+            ) from None
+        except ssl.SSLError as exc:
+            raise TemporaryFailure(f"TLS with {s.host}:{s.port} failed: {exc}") from None
+        except socket.gaierror as exc:
+            raise TemporaryFailure(
+                f"cannot resolve {s.host}: {exc.strerror} (check outgoing.host)"
+            ) from None
+        except smtplib.SMTPResponseException as exc:
+            raise classify_reply(exc.smtp_code, _text(exc.smtp_error), stage="connect") from None
+        except (OSError, smtplib.SMTPException) as exc:
+            raise TemporaryFailure(
+                f"cannot {step} to {s.host}:{s.port}: {exc or type(exc).__name__}"
+            ) from None
+        self._conn = conn
+
+    def _login(self, conn: smtplib.SMTP) -> None:
+        creds = self.credentials
+        if creds.method == "none":
+            return
+        if creds.method == "oauth2":
+            token = creds.secret()
+            user = creds.username
+
+            def xoauth2(challenge: bytes | None = None) -> str:
+                return f"user={user}\x01auth=Bearer {token}\x01\x01"
+
+            conn.auth("XOAUTH2", xoauth2, initial_response_ok=True)
+            return
+        if not conn.has_extn("auth"):
+            raise TemporaryFailure(
+                f"{self.server.host} does not offer AUTH on this connection "
+                "(does it need outgoing.security: starttls?)"
+            )
+        conn.login(creds.username, creds.secret())
+
+    def close(self) -> None:
+        """Say goodbye politely when idle; drop the socket if that fails."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            conn.quit()
+        except (OSError, smtplib.SMTPException):
+            conn.close()
+
+    def abort(self) -> None:
+        """Break an in-flight transaction from another thread (on shutdown)."""
+        conn = self._conn
+        sock = getattr(conn, "sock", None) if conn else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def send(self, sender: str, recipients: tuple[str, ...], data: bytes) -> SendResult:
+        """One SMTP transaction. Raises per the module's failure taxonomy."""
+        self.connect()
+        conn = self._conn
+        assert conn is not None
+        body_sent = False
+        try:
+            code, resp = conn.mail(sender)
+            if code != 250:
+                raise classify_reply(code, _text(resp), stage="mail")
+            accepted: list[str] = []
+            refused: dict[str, tuple[int, str]] = {}
+            deferred: dict[str, tuple[int, str]] = {}
+            for rcpt in recipients:
+                code, resp = conn.rcpt(rcpt)
+                if code in (250, 251):
+                    accepted.append(rcpt)
+                elif code >= 500:
+                    refused[rcpt] = (code, _text(resp))
+                else:
+                    if code == 421 or _ACCOUNT_WORDS.search(_text(resp)):
+                        raise classify_reply(code, _text(resp), stage="mail")
+                    deferred[rcpt] = (code, _text(resp))
+            if not accepted:
+                conn.rset()
+                if deferred:
+                    rcpt, (code, text) = next(iter(deferred.items()))
+                    raise TemporaryFailure(
+                        f"every recipient was deferred, e.g. {rcpt}: {code} {text}"
+                    )
+                rcpt, (code, text) = next(iter(refused.items()))
+                raise PermanentFailure(
+                    "every recipient was refused: "
+                    + "; ".join(f"{r}: {c} {t}" for r, (c, t) in refused.items())
+                )
+            conn.putcmd("data")
+            code, resp = conn.getreply()
+            if code != 354:
+                raise classify_reply(code, _text(resp), stage="data")
+            payload = smtplib.quotedata(data.decode("latin-1")).encode("latin-1")
+            if not payload.endswith(b"\r\n"):
+                payload += b"\r\n"
+            body_sent = True
+            conn.send(payload + b".\r\n")
+            code, resp = conn.getreply()
+            if code != 250:
+                raise classify_reply(code, _text(resp), stage="data")
+            return SendResult(tuple(accepted), refused, deferred, f"{code} {_text(resp)}")
+        except (TemporaryFailure, PermanentFailure):
+            if not body_sent:
+                self._reset_or_drop()
+            raise
+        except smtplib.SMTPResponseException as exc:
+            self._drop()
+            raise classify_reply(exc.smtp_code, _text(exc.smtp_error), stage="mail") from None
+        except (OSError, smtplib.SMTPException) as exc:
+            self._drop()
+            what = str(exc) or type(exc).__name__
+            if body_sent:
+                raise UnknownOutcome(
+                    f"the connection to {self.server.host} was lost after the message "
+                    f"went out, before the server confirmed it ({what})"
+                ) from None
+            raise TemporaryFailure(f"the connection to {self.server.host} failed: {what}") from None
+
+    def _reset_or_drop(self) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            conn.rset()
+        except (OSError, smtplib.SMTPException):
+            self._drop()
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(OSError):
+                conn.close()
+
+
+def test_login(server: Server, credentials: Credentials, *, timeout: float = 20.0) -> str:
+    """Connect, secure and log in without sending anything; returns the greeting summary."""
+    sender = SmtpSender(server, credentials, timeout=timeout)
+    sender.connect()
+    try:
+        return f"logged in to {server.host}:{server.port} ({server.security})"
+    finally:
+        sender.close()
