@@ -1,0 +1,64 @@
+"""Logging: structlog, JSON lines for the journal and files, readable on a terminal.
+
+One event per state change, with the queue id and Message-ID as fields, so
+`journalctl -o json` or any log shipper can follow a message. Secrets are
+never passed to the logger; as a second line of defence a processor redacts
+any field whose name looks like it holds one.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from pathlib import Path
+from typing import Any, TextIO
+
+import structlog
+
+from exactmaild.config import Log
+
+_SECRET_KEYS = ("password", "secret", "token", "authorization")
+
+
+def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key in list(event):
+        if any(s in key.lower() for s in _SECRET_KEYS):
+            event[key] = "[redacted]"
+    return event
+
+
+def configure(cfg: Log, *, stream: TextIO | None = None) -> None:
+    """Set up structlog for the whole process (called once at start and on reload)."""
+    out: TextIO
+    if cfg.file is not None:
+        cfg.file.parent.mkdir(parents=True, exist_ok=True)
+        out = Path(cfg.file).open("a", encoding="utf-8", buffering=1)  # noqa: SIM115
+    else:
+        out = stream or sys.stdout
+    fmt = cfg.format
+    if fmt == "auto":
+        fmt = "console" if out.isatty() else "json"
+    renderer: Any
+    if fmt == "json":
+        renderer = structlog.processors.JSONRenderer(sort_keys=False)
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
+    level = getattr(logging, cfg.level.upper())
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _redact,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get(name: str = "exactmaild") -> Any:
+    return structlog.get_logger(name)

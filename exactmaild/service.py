@@ -1,0 +1,435 @@
+"""The daemon's main loop: the only module that touches signals.
+
+Like gunicorn's arbiter, signal handlers only record the signal and wake the
+loop; the loop acts. The loop owns:
+
+* the sender thread (exactmaild.sender) that drains the spool;
+* mailbox checks, each in a short-lived thread so a hung IMAP server never
+  stops sending, and never two at once;
+* the control socket (`exactmaild flush`), the metrics endpoint, the
+  systemd notify protocol and the watchdog;
+* reloads: the new configuration is built and validated whole, then swapped
+  in, or refused whole (supervisor's rule: never half-apply).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import math
+import os
+import selectors
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from exactmaild import configload, logs
+from exactmaild.config import Config
+from exactmaild.credentials import credentials_for
+from exactmaild.errors import ConfigError, TemporaryFailure
+from exactmaild.limits import window_bounds
+from exactmaild.metrics import Metrics, Snapshot
+from exactmaild.notify import Notifier
+from exactmaild.sender import Clock, Sender, SystemClock, Transport
+from exactmaild.spool import Spool
+from exactmaild.state import StateStore
+from exactmaild.windows import describe_next, next_check
+
+LOCK_NAME = "exactmaild.lock"
+CONTROL_NAME = "control.sock"
+# Settings that live for the whole process: a reload that changes them says
+# a restart is needed and keeps the running value.
+RESTART_ONLY = ("spool.dir", "state_dir", "metrics")
+
+
+class AlreadyRunning(TemporaryFailure):
+    pass
+
+
+def control_path(cfg: Config) -> Path:
+    return cfg.state_dir / CONTROL_NAME
+
+
+def daemon_running(state_dir: Path) -> bool:
+    """True if a daemon holds the state directory's lock."""
+    try:
+        fd = os.open(state_dir / LOCK_NAME, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def send_control(cfg: Config, command: str) -> None:
+    """Send a command (e.g. b"flush") to the running daemon's control socket."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.sendto(command.encode(), str(control_path(cfg)))
+
+
+class Service:
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        clock: Clock | None = None,
+        install_signals: bool = True,
+        transport_factory: Callable[[Config], Transport] | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.clock: Clock = clock or SystemClock()
+        self.install_signals = install_signals
+        self.log = logs.get()
+        self.notifier = notifier or Notifier(
+            log=lambda line: self.log.warning("notify", error=line)
+        )
+        self._transport_factory = transport_factory
+        self._signals: list[int] = []
+        self._stopping = False
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._receive_thread: threading.Thread | None = None
+        self._receive_result: Any = None
+        self._last_check: float | None = None
+        self._next_check: float = math.inf
+        self._receive_streak = 0
+        self._flush_receive = False
+        self._status_line = ""
+        self._stop_metrics: Callable[[], None] | None = None
+        self._lock_fd: int | None = None
+        self._control: socket.socket | None = None
+        self.metrics = Metrics(self.snapshot)
+        self.state: StateStore | None = None
+        self.spool: Spool | None = None
+        self.sender: Sender | None = None
+
+    # -- start and stop ------------------------------------------------------------
+
+    def start(self) -> None:
+        cfg = self.cfg
+        cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+        self._lock_fd = os.open(cfg.state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o640)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+            raise AlreadyRunning(
+                f"another exactmaild is already running on {cfg.state_dir} "
+                "(two daemons on one account would break the daily limit)"
+            ) from None
+        self.state = StateStore(cfg.state_dir)
+        self.spool = Spool(cfg.spool.dir)
+        self.sender = Sender(
+            cfg,
+            self.state,
+            self.spool,
+            self.metrics,
+            self.log,
+            clock=self.clock,
+            transport_factory=self._transport_factory,
+        )
+        self.sender.recover()
+        path = control_path(cfg)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        self._control = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._control.bind(str(path))
+        self._control.setblocking(False)
+        os.chmod(path, 0o660)
+        if cfg.metrics.enabled:
+            assert cfg.metrics.host is not None
+            self._stop_metrics = self.metrics.serve(cfg.metrics.host, cfg.metrics.port)
+        if self.install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+                signal.signal(sig, self._on_signal)
+        now = self.clock.time()
+        self._next_check = self._due_check(now)
+        self.state.put(pid=str(os.getpid()), started=str(now))
+        self.sender.start()
+        self.log.info(
+            "started",
+            config=str(cfg.source),
+            spool=str(cfg.spool.dir),
+            metrics=f"{cfg.metrics.host}:{cfg.metrics.port}" if cfg.metrics.enabled else "off",
+            delay=cfg.send.delay,
+            immediately=cfg.send.immediately,
+            daily_limit=cfg.send.daily_limit,
+            reserve=cfg.send.reserve,
+        )
+        self.notifier.ready(self.status_line())
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        # Only record and wake: the loop does the work, outside the handler.
+        self._signals.append(signum)
+        self.wake()
+
+    def wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_w, b"x")
+
+    def request_stop(self) -> None:
+        self._stopping = True
+        self.wake()
+
+    def run(self) -> int:
+        """The main loop; returns the exit status."""
+        assert self.sender is not None
+        sel = selectors.DefaultSelector()
+        sel.register(self._wake_r, selectors.EVENT_READ)
+        if self._control is not None:
+            sel.register(self._control, selectors.EVENT_READ)
+        watchdog = self.notifier.watchdog_interval()
+        next_ping = time.monotonic()
+        next_status = 0.0
+        try:
+            while not self._stopping:
+                self._handle_signals()
+                if self._stopping:
+                    break
+                self._handle_control()
+                now = self.clock.time()
+                self._receive_tick(now)
+                mono = time.monotonic()
+                if watchdog is not None and mono >= next_ping:
+                    if self.sender.thread is None or self.sender.thread.is_alive():
+                        self.notifier.watchdog()
+                    next_ping = mono + watchdog
+                if mono >= next_status:
+                    self._publish_status()
+                    next_status = mono + 10.0
+                timeout = min(self._next_check - self.clock.time(), 10.0)
+                if watchdog is not None:
+                    timeout = min(timeout, next_ping - time.monotonic())
+                for key, _ in sel.select(max(0.0, timeout)):
+                    if key.fd == self._wake_r:
+                        with contextlib.suppress(BlockingIOError):
+                            os.read(self._wake_r, 4096)
+        finally:
+            self.shutdown()
+        return 0
+
+    def shutdown(self) -> None:
+        self.notifier.stopping()
+        self.log.info("stopping")
+        if self.sender is not None:
+            self.sender.stop()
+        if self._receive_thread is not None:
+            self._receive_thread.join(5.0)
+        if self._stop_metrics is not None:
+            self._stop_metrics()
+            self._stop_metrics = None
+        if self._control is not None:
+            self._control.close()
+            with contextlib.suppress(OSError):
+                control_path(self.cfg).unlink()
+            self._control = None
+        if self.state is not None:
+            with contextlib.suppress(Exception):
+                self.state.put(pid=None)
+            self.state.close()
+            self.state = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+        self.log.info("stopped")
+
+    # -- signals and commands -----------------------------------------------------------
+
+    def _handle_signals(self) -> None:
+        while self._signals:
+            sig = self._signals.pop(0)
+            if sig in (signal.SIGTERM, signal.SIGINT):
+                self.log.info("signal", signal=signal.Signals(sig).name, action="stop")
+                self._stopping = True
+            elif sig == signal.SIGHUP:
+                self.reload()
+            elif sig == signal.SIGUSR1:
+                self.flush()
+
+    def _handle_control(self) -> None:
+        if self._control is None:
+            return
+        while True:
+            try:
+                data = self._control.recv(512)
+            except BlockingIOError:
+                return
+            command = data.decode("ascii", "replace").strip()
+            if command == "flush":
+                self.flush()
+            else:
+                self.log.warning("control_unknown", command=command[:40])
+
+    def flush(self) -> None:
+        """Send/Receive now: a mailbox check at once, the queue without delay (cap holds)."""
+        self.log.info("flush")
+        assert self.sender is not None
+        self.sender.flush()
+        self._flush_receive = True
+        self.wake()
+
+    def reload(self) -> None:
+        """Build and validate the whole new configuration, then swap it in or keep the old."""
+        self.notifier.reloading()
+        try:
+            new = configload.load(self.cfg.source)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                self.log.error("reload_refused", problem=str(problem))
+            self.log.error("reload_failed", kept="the running configuration, unchanged")
+            self.metrics.reloads.labels("failure").inc()
+            self.metrics.last_reload_ok.set(0)
+            self.notifier.ready(self.status_line())
+            return
+        old = self.cfg
+        keep: dict[str, Any] = {}
+        if new.spool.dir != old.spool.dir:
+            keep["spool"] = old.spool
+        if new.state_dir != old.state_dir:
+            keep["state_dir"] = old.state_dir
+        if new.metrics != old.metrics:
+            keep["metrics"] = old.metrics
+        if keep:
+            from dataclasses import replace
+
+            new = replace(new, **keep)
+            self.log.warning(
+                "reload_needs_restart",
+                settings=sorted(keep),
+                action="these keep their running values until `systemctl restart exactmaild`",
+            )
+        with contextlib.suppress(Exception):
+            logs.configure(new.log)
+        assert self.sender is not None
+        self.sender.apply(new)
+        self.cfg = new
+        self._next_check = self._due_check(self.clock.time())
+        self.metrics.reloads.labels("success").inc()
+        self.metrics.last_reload_ok.set(1)
+        self.log.info(
+            "reloaded",
+            daily_limit=new.send.daily_limit,
+            reserve=new.send.reserve,
+            delay=new.send.delay,
+            immediately=new.send.immediately,
+        )
+        self.notifier.ready(self.status_line())
+
+    # -- mailbox checks ------------------------------------------------------------
+
+    def _due_check(self, now: float) -> float:
+        cfg = self.cfg
+        if cfg.incoming is None:
+            return math.inf
+        return next_check(now, ZoneInfo(cfg.timezone), cfg.schedule, self._last_check)
+
+    def _receive_tick(self, now: float) -> None:
+        t = self._receive_thread
+        if t is not None and not t.is_alive():
+            self._receive_thread = None
+            self._receive_done(now)
+        if self.cfg.incoming is None or self._receive_thread is not None:
+            return  # a check still running is never started twice
+        if self._flush_receive or now >= self._next_check:
+            self._flush_receive = False
+            self._last_check = now
+            self._next_check = self._due_check(now)
+            self._receive_thread = threading.Thread(
+                target=self._receive, args=(self.cfg, now), name="receive", daemon=True
+            )
+            self._receive_thread.start()
+
+    def _receive(self, cfg: Config, now: float) -> None:
+        from exactmaild.receiver import Receiver
+
+        assert self.state is not None
+        try:
+            window = window_bounds(now, ZoneInfo(cfg.timezone), cfg.send.limit_window)
+            receiver = Receiver(cfg, self.state, credentials_for(cfg.account), log=self.log)
+            self._receive_result = receiver.check(now, window=window)
+        except Exception as exc:  # never let a check kill the loop
+            self.log.exception("receive_crashed")
+            self._receive_result = exc
+        self.wake()
+
+    def _receive_done(self, now: float) -> None:
+        result, self._receive_result = self._receive_result, None
+        error = str(result) if isinstance(result, Exception) else getattr(result, "error", None)
+        assert self.state is not None and self.sender is not None
+        if error:
+            self.metrics.receive_checks.labels("error").inc()
+            self._receive_streak += 1
+            if self._receive_streak == 1:
+                self.log.error("receive_failed", error=error)
+            self.state.put(receive_error=error, receive_error_at=str(now))
+        else:
+            self.metrics.receive_checks.labels("ok").inc()
+            if self._receive_streak:
+                self.log.info("receive_recovered", failed_checks=self._receive_streak)
+            self._receive_streak = 0
+            delivered = int(getattr(result, "delivered", 0))
+            self.metrics.received.inc(delivered)
+            self.state.put(last_check=str(self._last_check), receive_error=None)
+            elsewhere = getattr(result, "sent_elsewhere", None)
+            if elsewhere is not None:
+                start, _ = window_bounds(now, self.sender.tz, self.cfg.send.limit_window)
+                self.sender.set_external(start, int(elsewhere))
+            if delivered:
+                self.log.info("received", delivered=delivered)
+        self.state.put(
+            next_check=str(self._next_check) if math.isfinite(self._next_check) else None
+        )
+
+    # -- status -------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        if self.sender is None:
+            return Snapshot(0, 0, self.cfg.send.daily_limit, self.cfg.send.allowance, 0.0)
+        s = self.sender.snapshot()
+        last_ok = self.state.get("last_check") if self.state is not None else None
+        if last_ok is not None:
+            from dataclasses import replace
+
+            s = replace(s, last_receive_check_timestamp=float(last_ok))
+        return s
+
+    def status_line(self) -> str:
+        s = self.snapshot()
+        parts = [
+            f"sent {s.sent_in_window}/{s.daily_limit} in window",
+            f"{s.remaining} left",
+            f"{s.queue.get('queued', 0)} queued",
+        ]
+        if s.queue.get("deferred"):
+            parts.append(f"{s.queue['deferred']} deferred")
+        if s.paused:
+            parts.append("PAUSED: " + (self.sender.pause_reason if self.sender else ""))
+        if not s.storage_ok:
+            parts.append("STORAGE PROBLEM")
+        if math.isfinite(self._next_check):
+            tz = ZoneInfo(self.cfg.timezone)
+            parts.append("next check " + describe_next(self._next_check, tz, now=self.clock.time()))
+        return ", ".join(parts)
+
+    def _publish_status(self) -> None:
+        line = self.status_line()
+        if line != self._status_line:
+            self._status_line = line
+            self.notifier.status(line)
+            if self.state is not None and self.sender is not None:
+                with contextlib.suppress(Exception):
+                    self.state.put(
+                        storage_error=self.sender.storage_error,
+                        pause_reason=self.sender.pause_reason if self.snapshot().paused else None,
+                    )

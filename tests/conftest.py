@@ -1,0 +1,6 @@
+"""Shared fixtures: the real servers the tests talk to live in tests/fixtures/."""
+
+pytest_plugins = [
+    "tests.fixtures.smtp",
+    "tests.fixtures.dovecot",
+]
