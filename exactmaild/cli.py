@@ -105,7 +105,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         return EX_USAGE
     print(f"daily limit {p.daily_limit}, reserve {p.reserve}, over {p.hours:g} h:")
     if p.per_minute >= 1:
-        print(f"  {p.per_minute} emails a minute")
+        print(f"  {p.per_minute} email{'s' if p.per_minute != 1 else ''} a minute")
     else:
         print("  less than 1 email a minute")
     print(f"  delay: {p.delay:g}s between sends")
@@ -225,7 +225,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
             st = StateStore(cfg.state_dir, create=False)
             infos = st.messages()
             st.close()
-        rows = []
+        rows: list[dict[str, Any]] = []
         for e in spool.entries(("new", "active", "deferred", "hold", "failed")):
             info = infos.get(e.queue_id)
             rows.append(
@@ -387,10 +387,10 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("rest", nargs=argparse.REMAINDER)
     q = sub.add_parser("queue", help="inspect the spool")
     qs = q.add_subparsers(dest="queue_command", metavar="list|show|cancel|retry", required=True)
-    ql = qs.add_parser("list")
+    ql = qs.add_parser("list", parents=[common])
     ql.add_argument("--json", action="store_true")
     for name in ("show", "cancel", "retry"):
-        qs.add_parser(name).add_argument("id")
+        qs.add_parser(name, parents=[common]).add_argument("id")
     q.set_defaults(func=cmd_queue)
     sub.add_parser("flush", help="Send/Receive now").set_defaults(func=cmd_flush)
     status = sub.add_parser("status", help="sent against the limit, queue, checks, last error")

@@ -45,10 +45,8 @@ def plan(daily_limit: int, hours: float, reserve: int = 0) -> Plan:
         raise ValueError("reserve must be at least 0 and below the daily limit")
     allowance = daily_limit - reserve
     per_minute = math.floor(allowance / (hours * 60))
-    if per_minute >= 1:
-        delay = 60.0 / per_minute
-    else:
-        delay = float(math.ceil(hours * 3600 / allowance))
+    # Below one a minute, round the delay up so the window never holds more.
+    delay = 60.0 / per_minute if per_minute >= 1 else float(math.ceil(hours * 3600 / allowance))
     return Plan(daily_limit, reserve, hours, per_minute, delay)
 
 

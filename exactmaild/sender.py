@@ -331,13 +331,15 @@ class Sender:
                 nxt = min(self.deferred.values(), default=math.inf)
                 return min(due, nxt) - now
             self._cached = None
-            try:
-                self._send(job, now)
-            except OSError as exc:
-                if not _storage_problem(exc):
-                    raise
-                self._storage_failed(exc, now)
-                return STORAGE_RETRY
+        # The send itself runs without the lock: a scrape or a reload must not
+        # wait for a slow SMTP server.
+        try:
+            self._send(job, now)
+        except (OSError, sqlite3.Error) as exc:
+            if not _storage_problem(exc):
+                raise
+            self._storage_failed(exc, now)
+            return STORAGE_RETRY
         return 0.0
 
     def _close_if_idle(self, idle_for: float) -> None:
@@ -441,7 +443,8 @@ class Sender:
             self._stranded.append((name, src))
             raise
         reserved = (now, job.units)
-        self.ledger.record(*reserved)
+        with self._lock:
+            self.ledger.record(*reserved)
         self.last_send = now
         log = self.log.bind(queue_id=name, message_id=p.message_id)
         log.info("sending", recipients=len(p.recipients), claims=claims)
@@ -475,7 +478,8 @@ class Sender:
         self.state.finish(attempt, status, self.clock.time(), detail)
         if status == "released":
             # The server definitely did not take it: give the allowance back.
-            self.ledger.forget(*reserved)
+            with self._lock:
+                self.ledger.forget(*reserved)
         self.last_error = detail
 
     def _sent(

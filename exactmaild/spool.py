@@ -110,10 +110,11 @@ class Spool:
         for name in DIRS:
             d = self.root / name
             if not d.is_dir():
-                # The spool is shared with producers (group-writable, setgid by
-                # tmpfiles.d in production); don't narrow what is already there.
+                # The spool is shared with producers: tmp/ and new/ are group-
+                # writable. Setgid comes from tmpfiles.d (the unit's
+                # RestrictSUIDSGID forbids setting it here); existing modes stay.
                 d.mkdir(
-                    parents=True, exist_ok=True, mode=0o2770 if name in ("tmp", "new") else 0o750
+                    parents=True, exist_ok=True, mode=0o770 if name in ("tmp", "new") else 0o750
                 )
 
     def dir(self, state: str) -> Path:
@@ -178,6 +179,8 @@ class Spool:
         `dst` already holds that name (we never overwrite a message).
         """
         a, b = self.dir(src) / name, self.dir(dst) / name
+        if not os.path.lexists(a):
+            raise FileNotFoundError(errno.ENOENT, f"{a} does not exist", str(a))
         if os.path.lexists(b):
             raise FileExistsError(errno.EEXIST, f"{b} already exists", str(b))
         os.rename(a, b)

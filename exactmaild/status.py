@@ -31,8 +31,8 @@ def collect(cfg: Config, now: float | None = None) -> dict[str, Any]:
     if (cfg.state_dir / DB_NAME).exists():
         st = StateStore(cfg.state_dir, create=False)
         try:
-            for ts, units in st.counted_sends(now - 2 * 86400):
-                ledger.record(ts, units)
+            for when, units in st.counted_sends(now - 2 * 86400):
+                ledger.record(when, units)
             meta = st.get_all()
         finally:
             st.close()
