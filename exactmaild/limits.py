@@ -90,7 +90,7 @@ def window_bounds(now: float, tz: ZoneInfo, kind: LimitWindow) -> tuple[float, f
     # date's 00:00 happens twice; ending the day at the later one keeps every
     # instant that shows today's date inside today's window. The two windows
     # then overlap, which only ever counts a send twice, never zero times.
-    end = start + DAY
+    end = local_instant(today + dt.timedelta(days=1), _MIDNIGHT, tz, last=True)
     return (start, end)
 
 
@@ -237,6 +237,14 @@ class Ledger:
         if the clock was stepped back, and counting them is the safe side.
         """
         return self._own_used(now) + self._external_at(now)
+
+    def own_used(self, now: float) -> int:
+        """Units of exactmaild's own sends in the window containing `now`."""
+        return self._own_used(now)
+
+    def external_used(self, now: float) -> int:
+        """Units of mail sent elsewhere (`set_external`) counted at `now`."""
+        return self._external_at(now)
 
     def remaining(self, now: float) -> int:
         """Allowance left in the window containing `now`, never below 0."""

@@ -25,7 +25,7 @@ class Plan:
         else:
             rate = "less than 1 email a minute"
         return (
-            f"{allowance} sends over {self.hours:g} h: {rate}, "
+            f"{allowance} send{'s' if allowance != 1 else ''} over {self.hours:g} h: {rate}, "
             f"a delay of {format_seconds(self.delay)} between sends"
         )
 

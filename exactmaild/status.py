@@ -40,7 +40,7 @@ def collect(cfg: Config, now: float | None = None) -> dict[str, Any]:
     if "sent_elsewhere" in meta:
         start_s, _, n = meta["sent_elsewhere"].partition(":")
         ledger.set_external(float(start_s), int(n))
-        elsewhere = ledger.used(now) - _own(ledger, now)
+        elsewhere = ledger.external_used(now)
     queue: dict[str, int] = {}
     oldest = None
     if cfg.spool.dir.is_dir():
@@ -95,12 +95,6 @@ def collect(cfg: Config, now: float | None = None) -> dict[str, Any]:
         or meta.get("storage_error")
         or (meta.get("pause_reason") if paused else None),
     }
-
-
-def _own(ledger: Ledger, now: float) -> int:
-    """Units the ledger holds of exactmaild's own sends (without the external figure)."""
-    total = ledger.used(now)
-    return total - ledger._external_at(now)
 
 
 def _when(ts: float | None, tz: ZoneInfo, now: float) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import itertools
 import math
 import time
 from collections import defaultdict, deque
@@ -272,6 +273,7 @@ def test_external_calendar_is_a_replaced_figure() -> None:
     assert ledger.used(now) == 7
     ledger.set_external(start, 6)  # re-counted: replaces, does not add
     assert ledger.used(now + 60) == 8
+    assert (ledger.own_used(now + 60), ledger.external_used(now + 60)) == (2, 6)
     assert ledger.can_send(now + 60, 2)
     assert not ledger.can_send(now + 60, 3)
     assert ledger.next_allowed(now + 60, 3) == utc("2026-03-28 00:00")
@@ -551,5 +553,5 @@ def test_simulated_weeks_never_exceed_the_cap(sc: Scenario) -> None:
     if not sc.immediately:
         for ts, _ in sends:
             assert is_open(ts, sc.tz, sc.days, sc.window)
-        gaps = [b - a for (a, _), (b, _) in zip(sends, sends[1:], strict=False)]
+        gaps = [b - a for (a, _), (b, _) in itertools.pairwise(sends)]
         assert all(g >= sc.delay for g in gaps)
