@@ -53,22 +53,33 @@ def cmd_run(args: argparse.Namespace) -> int:
     from exactmaild.service import Service
 
     cfg = _load(args)
-    for warning in cfg.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+    adjust = None
     if args.daemon:
         from dataclasses import replace
 
         from exactmaild.detach import detach
 
-        log_cfg = cfg.log
-        if log_cfg.file is None:
-            # A detached process has no stdout: log beside the state.
-            log_cfg = replace(log_cfg, file=cfg.state_dir / "exactmaild.log", format="json")
-            cfg = replace(cfg, log=log_cfg)
+        for warning in cfg.warnings:  # to the terminal, before it is gone
+            print(f"warning: {warning}", file=sys.stderr)
+
+        def adjust(c: Config) -> Config:
+            # A detached process has no stdout: log beside the state, also
+            # after a reload of a YAML that names no log.file.
+            if c.log.file is not None:
+                return c
+            return replace(
+                c, log=replace(c.log, file=c.state_dir / "exactmaild.log", format="json")
+            )
+
+        cfg = adjust(cfg)
         pidfile = Path(args.pidfile or cfg.state_dir / "exactmaild.pid")
         detach(pidfile, working_dir=Path("/"))
     logs.configure(cfg.log)
-    service = Service(cfg)
+    # Through the logger, not print(): under systemd stderr is the journal too,
+    # and a plain line there breaks "every line is a JSON event".
+    for warning in cfg.warnings:
+        logs.get().warning("config_warning", warning=warning)
+    service = Service(cfg, adjust_config=adjust)
     try:
         service.start()
     except ExactmailError as exc:

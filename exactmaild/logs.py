@@ -19,6 +19,8 @@ import structlog
 from exactmaild.config import Log
 
 _SECRET_KEYS = ("password", "secret", "token", "authorization")
+_file: TextIO | None = None  # the log file configure() opened, if any
+_retired: TextIO | None = None  # the one before, closed at the next configure()
 
 
 def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -30,12 +32,15 @@ def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[
 
 def configure(cfg: Log, *, stream: TextIO | None = None) -> None:
     """Set up structlog for the whole process (called once at start and on reload)."""
+    global _file, _retired
     out: TextIO
+    previous = _file
     if cfg.file is not None:
         cfg.file.parent.mkdir(parents=True, exist_ok=True)
-        out = Path(cfg.file).open("a", encoding="utf-8", buffering=1)  # noqa: SIM115
+        out = _file = Path(cfg.file).open("a", encoding="utf-8", buffering=1)  # noqa: SIM115
     else:
         out = stream or sys.stdout
+        _file = None
     fmt = cfg.format
     if fmt == "auto":
         fmt = "console" if out.isatty() else "json"
@@ -58,6 +63,12 @@ def configure(cfg: Log, *, stream: TextIO | None = None) -> None:
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
+    # Each reload reopens the file (so logrotate's move is followed); close the
+    # file before the previous one, or every SIGHUP leaks a descriptor. Not the
+    # previous one itself: another thread may be writing its last line to it.
+    if _retired is not None:
+        _retired.close()
+    _retired = previous
 
 
 def get(name: str = "exactmaild") -> Any:

@@ -4,7 +4,7 @@
 Type=notify-reload): READY=1, RELOADING=1 with MONOTONIC_USEC, STOPPING=1,
 STATUS=, WATCHDOG=1, and tells the loop how often to ping the watchdog.
 
-Why not the `sdnotify` package (still a declared dependency): it connects
+Why not the `sdnotify` package (no longer a dependency): it connects
 once in its constructor and then swallows every exception with a bare
 ``except:`` (even KeyboardInterrupt), so a wrong NOTIFY_SOCKET or a full
 socket buffer is invisible and a service that never becomes READY is

@@ -86,8 +86,12 @@ class Service:
         install_signals: bool = True,
         transport_factory: Callable[[Config], Transport] | None = None,
         notifier: Notifier | None = None,
+        adjust_config: Callable[[Config], Config] | None = None,
     ) -> None:
         self.cfg = cfg
+        # What the command line changed in the loaded config (run --daemon:
+        # the log file); applied again to every reloaded config.
+        self._adjust_config = adjust_config
         self.clock: Clock = clock or SystemClock()
         self.install_signals = install_signals
         self.log = logs.get()
@@ -128,6 +132,12 @@ class Service:
                 f"another exactmaild is already running on {cfg.state_dir} "
                 "(two daemons on one account would break the daily limit)"
             ) from None
+        if self.install_signals:
+            # Before anything can be seen from outside (the metrics port): a
+            # SIGHUP's default action is to end the process, and a logrotate
+            # or reload that comes early must not.
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+                signal.signal(sig, self._on_signal)
         self.state = StateStore(cfg.state_dir)
         self.spool = Spool(cfg.spool.dir)
         self.sender = Sender(
@@ -150,9 +160,6 @@ class Service:
         if cfg.metrics.enabled:
             assert cfg.metrics.host is not None
             self._stop_metrics = self.metrics.serve(cfg.metrics.host, cfg.metrics.port)
-        if self.install_signals:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
-                signal.signal(sig, self._on_signal)
         now = self.clock.time()
         self._next_check = self._due_check(now)
         self.state.put(pid=str(os.getpid()), started=str(now))
@@ -285,13 +292,21 @@ class Service:
         try:
             new = configload.load(self.cfg.source)
         except ConfigError as exc:
-            for problem in exc.problems:
-                self.log.error("reload_refused", problem=str(problem))
-            self.log.error("reload_failed", kept="the running configuration, unchanged")
-            self.metrics.reloads.labels("failure").inc()
-            self.metrics.last_reload_ok.set(0)
-            self.notifier.ready(self.status_line())
+            self._refuse([str(p) for p in exc.problems])
             return
+        # configload only warns about files that may appear later; what the
+        # sender reads while swapping in must be readable now, or the swap
+        # would stop half-way (and the exception end the daemon).
+        if new.send.signature is not None:
+            try:
+                Path(new.send.signature).read_text("utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                self._refuse([f"send.signature: cannot read {new.send.signature}: {exc}"])
+                return
+        for warning in new.warnings:
+            self.log.warning("config_warning", warning=warning)
+        if self._adjust_config is not None:
+            new = self._adjust_config(new)
         old = self.cfg
         keep: dict[str, Any] = {}
         if new.spool.dir != old.spool.dir:
@@ -309,10 +324,21 @@ class Service:
                 settings=sorted(keep),
                 action="these keep their running values until `systemctl restart exactmaild`",
             )
-        with contextlib.suppress(Exception):
+        try:
             logs.configure(new.log)
+        except Exception as exc:  # e.g. log.file not writable: keep logging as before
+            self.log.error("log_reconfigure_failed", error=str(exc))
         assert self.sender is not None
-        self.sender.apply(new)
+        try:
+            self.sender.apply(new)
+        except Exception as exc:  # e.g. the signature vanished since the check
+            self.log.exception("reload_apply_failed")
+            with contextlib.suppress(Exception):
+                self.sender.apply(old)
+            with contextlib.suppress(Exception):
+                logs.configure(old.log)
+            self._refuse([f"applying the new configuration failed: {exc}"])
+            return
         self.cfg = new
         self._next_check = self._due_check(self.clock.time())
         self.metrics.reloads.labels("success").inc()
@@ -324,6 +350,16 @@ class Service:
             delay=new.send.delay,
             immediately=new.send.immediately,
         )
+        self.notifier.ready(self.status_line())
+
+    def _refuse(self, problems: list[str]) -> None:
+        """Keep the running configuration whole; say why (log, metrics); READY=1 all the same."""
+        for problem in problems:
+            self.log.error("reload_refused", problem=problem)
+        self.log.error("reload_failed", kept="the running configuration, unchanged")
+        self.metrics.reloads.labels("failure").inc()
+        self.metrics.last_reload_ok.set(0)
+        # Always READY=1 after RELOADING=1, or systemd leaves the unit "reloading".
         self.notifier.ready(self.status_line())
 
     # -- mailbox checks ------------------------------------------------------------

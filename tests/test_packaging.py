@@ -138,8 +138,8 @@ def test_symlinks_and_relocation(unpacked: Path) -> None:
 def test_runs_from_the_scratch_root(unpacked: Path) -> None:
     python = unpacked / VENV / "bin/python"
     probe = (
-        "import sys, exactmaild, yaml, schedule, structlog, prometheus_client, daemon, "
-        "inotify_simple, sdnotify\n"
+        "import sys, exactmaild, yaml, structlog, prometheus_client, daemon, "
+        "inotify_simple\n"
         "assert sys.prefix == sys.argv[1], (sys.prefix, sys.argv[1])\n"
         "assert exactmaild.__file__.startswith(sys.argv[1]), exactmaild.__file__\n"
         "print(exactmaild.__version__)\n"
