@@ -49,6 +49,8 @@ class Auth:
     client_secret_file: Path | None = None
     refresh_token_file: Path | None = None
     scope: str | None = None
+    # RFC 8628 device endpoint for `exactmaild authorize` (preset for microsoft365/google)
+    device_authorization_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,9 @@ class Send:
     retry_intervals: tuple[float, ...] = (60.0, 300.0, 900.0, 3600.0)
     give_up_after: float = 4 * 86400.0
     on_unknown_outcome: Literal["retry", "hold"] = "retry"
+    # Pauses of the whole queue after an account-level refusal (login, quota,
+    # rate limit), one per consecutive refusal; the last repeats.
+    account_pause: tuple[float, ...] = (60.0, 120.0, 240.0, 480.0, 960.0, 1800.0)
     count_sent_folder: str | None = None
     signature: Path | None = None
 

@@ -341,6 +341,7 @@ def system_timezone(etc: Path = Path("/etc")) -> str:
 @dataclass(frozen=True)
 class _Preset:
     token_url: str
+    device_authorization_url: str
     scope: str
     smtp: tuple[str, Security]
     imap: tuple[str, Security]
@@ -350,6 +351,7 @@ class _Preset:
 _PRESETS: dict[str, _Preset] = {
     "microsoft365": _Preset(
         token_url="https://login.microsoftonline.com/common/oauth2/v2.0/token",
+        device_authorization_url="https://login.microsoftonline.com/common/oauth2/v2.0/devicecode",
         scope=(
             "https://outlook.office.com/SMTP.Send https://outlook.office.com/IMAP.AccessAsUser.All "
             "https://outlook.office.com/POP.AccessAsUser.All offline_access"
@@ -360,6 +362,7 @@ _PRESETS: dict[str, _Preset] = {
     ),
     "google": _Preset(
         token_url="https://oauth2.googleapis.com/token",
+        device_authorization_url="https://oauth2.googleapis.com/device/code",
         scope="https://mail.google.com/",
         smtp=("smtp.gmail.com", "tls"),
         imap=("imap.gmail.com", "tls"),
@@ -413,6 +416,7 @@ _OAUTH2_KEYS = (
     "client_secret_file",
     "refresh_token_file",
     "scope",
+    "device_authorization_url",
 )
 _AUTH_KEYS = ("method", "username", "password_file", *_OAUTH2_KEYS)
 _SERVER_KEYS = ("host", "port", "security", "tls_ca_file")
@@ -430,6 +434,7 @@ _SEND_KEYS = (
     "retry_intervals",
     "give_up_after",
     "on_unknown_outcome",
+    "account_pause",
     "count_sent_folder",
     "signature",
 )
@@ -1017,15 +1022,20 @@ def _auth(c: _Checker, m: _Map, address: str) -> Auth:
                 m.sub("token_url"),
                 "required with provider custom (or set provider: microsoft365 or google)",
             )
-    if token_url is not None and urlsplit(token_url).scheme == "http":
-        host = urlsplit(token_url).hostname or ""
-        if not _is_loopback(host):
-            c.problem(
-                m.key_line("token_url"),
-                m.sub("token_url"),
-                f"http:// would send the client secret and refresh token unencrypted to {host}; "
-                "plain http is only allowed to this machine (localhost, 127.0.0.1, ::1): use https://",
-            )
+    device_url = c.get(m, "device_authorization_url", _url, None)
+    if device_url is None and not m.given("device_authorization_url") and preset is not None:
+        device_url = preset.device_authorization_url
+    for key, url in (("token_url", token_url), ("device_authorization_url", device_url)):
+        if url is not None and urlsplit(url).scheme == "http":
+            host = urlsplit(url).hostname or ""
+            if not _is_loopback(host):
+                c.problem(
+                    m.key_line(key),
+                    m.sub(key),
+                    f"http:// would send the client secret and refresh token unencrypted to "
+                    f"{host}; plain http is only allowed to this machine (localhost, 127.0.0.1, "
+                    "::1): use https://",
+                )
     client_id = c.require(m, "client_id", _as_str, "the OAuth2 application (client) id")
     scope = c.get(m, "scope", _scope, preset.scope if preset else None)
     refresh_token_file = c.get(m, "refresh_token_file", c.path, None)
@@ -1043,6 +1053,7 @@ def _auth(c: _Checker, m: _Map, address: str) -> Auth:
         client_secret_file=c.get(m, "client_secret_file", c.path, None),
         refresh_token_file=refresh_token_file,
         scope=scope,
+        device_authorization_url=device_url,
     )
 
 
@@ -1242,6 +1253,13 @@ def _send(c: _Checker, top: _Map, schedule: Schedule, incoming: Incoming | None)
             m.sub("retry_intervals"),
             "empty: give at least one interval, e.g. [1m, 5m, 15m, 1h]",
         )
+    account_pause = c.items(m, "account_pause", _positive_duration, Send.account_pause)
+    if account_pause is not None and not account_pause:
+        c.problem(
+            m.key_line("account_pause"),
+            m.sub("account_pause"),
+            "empty: give at least one pause, e.g. [1m, 5m, 30m]",
+        )
     count_sent_folder = c.get(m, "count_sent_folder", _as_str, None)
     if count_sent_folder is not None and (incoming is None or incoming.protocol != "imap"):
         c.warn(
@@ -1280,6 +1298,7 @@ def _send(c: _Checker, top: _Map, schedule: Schedule, incoming: Incoming | None)
             Literal["retry", "hold"],
             c.get(m, "on_unknown_outcome", _choice("retry", "hold"), "retry"),
         ),
+        account_pause=account_pause or Send.account_pause,
         count_sent_folder=count_sent_folder,
         signature=signature,
     )
@@ -1564,6 +1583,11 @@ def summary(cfg: Config) -> str:
         ", ".join(_span(r) for r in s.retry_intervals)
         + f" (the last repeats); give up after {_span(s.give_up_after)}; "
         f"unknown outcome: {s.on_unknown_outcome}",
+    )
+    row(
+        "account pause",
+        ", ".join(_span(r) for r in s.account_pause)
+        + " (login refused or quota reached: the whole queue waits; the last repeats)",
     )
     if s.count_sent_folder:
         row("sent folder", f"{s.count_sent_folder!r} counted against the limit")

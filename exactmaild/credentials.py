@@ -72,6 +72,27 @@ class NoCredentials:
         pass
 
 
+def check_at_start(account: Account) -> None:
+    """Refuse to start with a secret file that is missing, unreadable, empty or
+    readable by other users (raises SecretError, exit 78, naming the file and
+    the fix), instead of failing at the first send hours later. The secret is
+    read and dropped: it is still re-read at each login."""
+    from exactmaild.secrets import CLIENT_SECRET, PASSWORD, REFRESH_TOKEN, read_secret
+
+    auth = account.auth
+    if auth.method == "password":
+        read_secret(auth.password_file, PASSWORD, what="password")
+    elif auth.method == "oauth2":
+        # Only files that exist: a refresh token may arrive later (`exactmaild
+        # authorize`); one that exists must not be readable by others.
+        for path, credential, what in (
+            (auth.refresh_token_file, REFRESH_TOKEN, "OAuth2 refresh token"),
+            (auth.client_secret_file, CLIENT_SECRET, "OAuth2 client secret"),
+        ):
+            if path is not None and path.exists():
+                read_secret(path, credential, what=what)
+
+
 def credentials_for(account: Account) -> Credentials:
     """The credentials object for the configured auth method."""
     if account.auth.method == "none":

@@ -26,7 +26,9 @@ import contextlib
 import errno
 import math
 import os
+import re
 import selectors
+import socket
 import sqlite3
 import threading
 import time
@@ -38,9 +40,10 @@ from zoneinfo import ZoneInfo
 
 from inotify_simple import INotify, flags
 
+from exactmaild import maildir, notices
 from exactmaild import message as msgmod
 from exactmaild.config import Config
-from exactmaild.credentials import credentials_for
+from exactmaild.credentials import check_at_start, credentials_for
 from exactmaild.errors import (
     AccountFailure,
     BadMessage,
@@ -61,10 +64,13 @@ from exactmaild.windows import next_send_time
 MAX_CRASH_CLAIMS = 3
 # Keep the SMTP connection open while the next send is at most this far away.
 IDLE_CLOSE_AFTER = 10.0
-# Back-off for account-level problems (login refused, quota): doubles up to the cap.
-PAUSE_FIRST, PAUSE_MAX = 60.0, 1800.0
+# Back-off for account-level problems (login refused, quota): `send.account_pause`,
+# one step per consecutive refusal, the last repeating.
 # How long to wait before retrying after the spool or the state store could not be written.
-STORAGE_RETRY = 15.0
+STORAGE_RETRY = 5.0
+# What the storage probe writes (into SPOOL/tmp/, as a dot-file nobody picks up).
+_PROBE_NAME = ".exactmaild-storage-probe"
+_PROBE_DATA = b"x" * 4096
 
 
 class Clock(Protocol):
@@ -124,6 +130,10 @@ class Sender:
         self.metrics = metrics
         self.log = log
         self.clock: Clock = clock or SystemClock()
+        if transport_factory is None:
+            # A secret file that other users can read, or that is missing, is
+            # refused now, at start (exit 78), not at the first send.
+            check_at_start(cfg.account)
         self._transport_factory = transport_factory or _smtp_transport
         self._lock = threading.RLock()
         self._cfg = cfg
@@ -141,7 +151,9 @@ class Sender:
         self.last_error: str | None = None
         self._flush = False
         self._stopping = False
-        self._stranded: list[tuple[str, str]] = []  # (name, state to return it to)
+        # Outcomes decided but not yet written because the spool or the state
+        # store refused a write: (queue id, the action that finishes the job).
+        self._stranded: list[tuple[str, Callable[[], None]]] = []
         self._ignored: set[str] = set()
         self._cached: _Job | None = None
         self._sel = selectors.DefaultSelector()
@@ -180,9 +192,7 @@ class Sender:
                     "message; it was taken out of the queue so it cannot stop the daemon again. "
                     "Look at the message, then `exactmaild queue retry` it if it is sound."
                 )
-                self.spool.fail(name, "active", reason)
-                self.state.forget_message(name)
-                self.log.error("message_failed", queue_id=name, reason=reason)
+                self._fail_claimed(name, reason, None, self.log.bind(queue_id=name), notice=False)
             else:
                 self.spool.move(name, "active", "new")
                 self.log.warning("recovered_claimed", queue_id=name, requeued=True)
@@ -436,11 +446,15 @@ class Sender:
             self.deferred.pop(name, None)
         if self.spool.claim(name, src) is None:
             return  # cancelled or moved while we waited
+        if not p.recipients:
+            # Every recipient already has it (a partial send, then a crash): done.
+            self._finish_job(name, lambda: self._drop_done(name))
+            return
         try:
             claims = self.state.note_claim(name, now)
             attempt = self.state.reserve(name, p.message_id, job.units, now)
         except BaseException:
-            self._stranded.append((name, src))
+            self._stranded.append((name, lambda: self._return(name, src)))
             raise
         reserved = (now, job.units)
         with self._lock:
@@ -451,36 +465,80 @@ class Sender:
         try:
             result = self.transport.send(p.sender, p.recipients, p.data)
         except AccountFailure as exc:
-            self._settle(attempt, "released", str(exc), reserved)
-            self._return(name, src)
             self._pause(str(exc), now)
+            self._settle(attempt, "released", str(exc), reserved)
+            self._finish_job(name, lambda: self._return(name, src))
         except UnknownOutcome as exc:
-            self._settle(attempt, "unknown", str(exc), reserved)
+            err = str(exc)
             self.metrics.send_failures.labels("transient").inc()
+            self._settle(attempt, "unknown", err, reserved)
             if self._cfg.send.on_unknown_outcome == "hold":
-                self.spool.move(name, "active", "hold")
-                self.state.settle_claim(name)
-                log.warning("held", reason=str(exc))
+                self._finish_job(name, lambda: self._hold(name, err, log))
             else:
-                self._defer(name, str(exc), now, log)
+                self._finish_job(name, lambda: self._defer(name, err, now, log))
         except TemporaryFailure as exc:
-            self._settle(attempt, "released", str(exc), reserved)
+            err = str(exc)
             self.metrics.send_failures.labels("transient").inc()
-            self._defer(name, str(exc), now, log)
+            self._settle(attempt, "released", err, reserved)
+            self._finish_job(name, lambda: self._defer(name, err, now, log))
         except PermanentFailure as exc:
-            self._settle(attempt, "released", str(exc), reserved)
+            err = str(exc)
             self.metrics.send_failures.labels("permanent").inc()
-            self._fail_claimed(name, str(exc), p, log)
+            self._settle(attempt, "released", err, reserved)
+            failures = _failures_for(p.recipients, exc)
+            self._finish_job(name, lambda: self._fail_claimed(name, err, failures, log))
         else:
             self._sent(attempt, name, p, result, now, log)
 
+    def _finish_job(self, name: str, action: Callable[[], None]) -> None:
+        """Run what moves a claimed message on; if the spool or the state store
+        refuses the write, keep the action to finish it once storage is back
+        (the message waits in active/ meanwhile: never lost, never re-sent)."""
+        try:
+            action()
+        except (OSError, sqlite3.Error) as exc:
+            if not _storage_problem(exc):
+                raise
+            self._stranded.append((name, action))
+            raise
+
+    def _from_active(self, name: str, dst: str) -> None:
+        """active/ -> dst/, or nothing if an earlier, interrupted try already moved it."""
+        if not os.path.lexists(self.spool.dir("active") / name) and os.path.lexists(
+            self.spool.dir(dst) / name
+        ):
+            return
+        self.spool.move(name, "active", dst)
+
+    def _hold(self, name: str, error: str, log: Any) -> None:
+        self._from_active(name, "hold")
+        self.state.settle_claim(name)
+        log.warning("held", reason=error)
+
+    def _drop_done(self, name: str) -> None:
+        self.spool.remove_sent(name)
+        self.state.forget_message(name)
+        self.log.info("sent_already", queue_id=name)
+
     def _settle(self, attempt: int, status: str, detail: str, reserved: tuple[float, int]) -> None:
-        self.state.finish(attempt, status, self.clock.time(), detail)
+        self.last_error = detail
+        when = self.clock.time()
+        # If the state store refuses this write, the attempt stays "inflight"
+        # (counted) until it is written: the next start-up settles it as unknown.
+        self._finish_job_state(lambda: self.state.finish(attempt, status, when, detail))
         if status == "released":
             # The server definitely did not take it: give the allowance back.
             with self._lock:
                 self.ledger.forget(*reserved)
-        self.last_error = detail
+
+    def _finish_job_state(self, action: Callable[[], None]) -> None:
+        try:
+            action()
+        except (OSError, sqlite3.Error) as exc:
+            if not _storage_problem(exc):
+                raise
+            self._stranded.append(("", action))
+            self._storage_failed(exc, self.clock.time())
 
     def _sent(
         self, attempt: int, name: str, p: msgmod.Prepared, result: Any, now: float, log: Any
@@ -488,34 +546,53 @@ class Sender:
         refused = dict(getattr(result, "refused", {}) or {})
         deferred = dict(getattr(result, "deferred", {}) or {})
         accepted = tuple(getattr(result, "accepted", p.recipients))
-        self.state.finish(attempt, "sent", self.clock.time(), getattr(result, "reply", ""))
         self.metrics.sent.inc()
         self.last_success = self.clock.time()
+        if self._pause_streak:
+            self.log.info("sending_resumed", paused_for=self._pause_streak)
         self._pause_streak = 0
         self.paused_until = None
-        if deferred:
-            # Some recipients were told "try later": they get it on a retry, the
-            # ones that already have it never get it twice.
-            self.state.add_done_recipients(name, list(accepted))
-            first = next(iter(deferred.items()))
-            self._defer(
-                name, f"recipient {first[0]} deferred: {first[1][0]} {first[1][1]}", now, log
-            )
-            log.info("sent_partially", accepted=len(accepted), deferred=len(deferred))
-            return
+        reply = str(getattr(result, "reply", ""))
+        when = self.clock.time()
+        self._finish_job_state(lambda: self.state.finish(attempt, "sent", when, reply))
         if refused:
             reason = "sent to {} recipient(s); refused for good: {}".format(
                 len(accepted), "; ".join(f"{r}: {c} {t}" for r, (c, t) in refused.items())
             )
-            log.warning("recipients_refused", refused=sorted(refused), accepted=len(accepted))
+            log.warning(
+                "recipients_refused", refused=sorted(refused), accepted=len(accepted), reason=reason
+            )
             self.last_error = reason
-        self.spool.remove_sent(name)
-        self.state.forget_message(name)
+            self.metrics.send_failures.labels("permanent").inc()
+            raw = p.data
+            failures = [notices.Failure(r, c, t) for r, (c, t) in refused.items()]
+            self._notice(name, raw, failures, accepted, log)
+        if deferred:
+            # Some recipients were told "try later": they get it on a retry; the
+            # ones that already have it (or refused it for good) never get it again.
+            done = list(accepted) + list(refused)
+            first = next(iter(deferred.items()))
+            error = f"recipient {first[0]} deferred: {first[1][0]} {first[1][1]}"
+
+            def partial() -> None:
+                self.state.add_done_recipients(name, done)
+                self._defer(name, error, now, log)
+
+            self.metrics.send_failures.labels("transient").inc()
+            self._finish_job(name, partial)
+            log.info("sent_partially", accepted=len(accepted), deferred=len(deferred))
+            return
+
+        def done_with() -> None:
+            self.spool.remove_sent(name)
+            self.state.forget_message(name)
+
+        self._finish_job(name, done_with)
         log.info("sent", recipients=len(accepted), sent_in_window=self.ledger.used(now))
 
     def _return(self, name: str, src: str) -> None:
         """Back where it came from, unblamed (account-level problem)."""
-        self.spool.move(name, "active", src)
+        self._from_active(name, src)
         self.state.settle_claim(name)
         if src == "new":
             self.spool.requeue_front(name)
@@ -533,23 +610,92 @@ class Sender:
                 f"gave up after {format_seconds(now - first)} and {tries} attempts "
                 f"(send.give_up_after is {format_seconds(cfg.give_up_after)}); last error: {error}"
             )
-            self._fail_claimed(name, reason, None, log)
+            self._fail_claimed(name, reason, None, log, gave_up=error)
             return
         interval = cfg.retry_intervals[min(tries - 1, len(cfg.retry_intervals) - 1)]
         nxt = now + interval
-        self.spool.move(name, "active", "deferred")
+        self._from_active(name, "deferred")
         self.state.note_temporary_failure(name, now, error, nxt)
         self.deferred[name] = nxt
         log.warning("deferred", error=error, tries=tries, retry_in=interval)
 
-    def _fail_claimed(self, name: str, reason: str, p: msgmod.Prepared | None, log: Any) -> None:
+    def _fail_claimed(
+        self,
+        name: str,
+        reason: str,
+        failures: list[notices.Failure] | None,
+        log: Any,
+        *,
+        gave_up: str | None = None,
+        notice: bool = True,
+    ) -> None:
+        """To failed/ with its reason, and a failure notice for the practice."""
+        if not os.path.lexists(self.spool.dir("active") / name) and os.path.lexists(
+            self.spool.dir("failed") / name
+        ):
+            return  # finished earlier (a retry after a storage problem)
+        info = self.state.message(name)
         self.spool.fail(name, "active", reason)
         self.state.forget_message(name)
         log.error("message_failed", reason=reason)
+        if not notice:
+            return
+        try:
+            raw = self.spool.read("failed", name, self._cfg.spool.max_message_size)
+        except OSError as exc:
+            log.warning("notice_skipped", reason=f"cannot read the failed message: {exc}")
+            return
+        done = info.done_rcpts if info else ()
+        if failures is None:
+            try:
+                rcpts = [r for r in msgmod.recipients(msgmod.parse(raw)) if r not in done]
+            except Exception:  # a message we could send has readable headers; be safe
+                rcpts = []
+            failures = [_failure_from_text(r, gave_up or reason) for r in rcpts]
+        self._notice(name, raw, failures, done, log)
+
+    def _notice(
+        self,
+        name: str,
+        raw: bytes,
+        failures: list[notices.Failure],
+        delivered_to: tuple[str, ...],
+        log: Any,
+    ) -> None:
+        """Deliver an RFC 3464 notice into receive.maildir: never sent, never counted."""
+        cfg = self._cfg
+        if not failures:
+            return
+        if notices.is_notice(raw):
+            log.info("notice_skipped", reason="the failed message is itself a notice")
+            return
+        if cfg.receive is None:
+            log.info(
+                "notice_skipped",
+                reason="no receive.maildir (incoming: none): the failure is in the log "
+                "and the reason file only",
+            )
+            return
+        try:
+            data = notices.build(
+                raw,
+                failures,
+                to=cfg.account.address,
+                reporting_host=socket.getfqdn(),
+                now=self.clock.time(),
+                delivered_to=delivered_to,
+            )
+            path = maildir.deliver(cfg.receive.maildir, data)
+        except (OSError, ValueError) as exc:
+            log.error("notice_failed", error=str(exc))
+            return
+        log.info("notice_delivered", path=str(path), recipients=len(failures))
+        del name
 
     def _pause(self, reason: str, now: float) -> None:
         self._pause_streak += 1
-        wait = min(PAUSE_MAX, PAUSE_FIRST * 2 ** (self._pause_streak - 1))
+        steps = self._cfg.send.account_pause
+        wait = steps[min(self._pause_streak - 1, len(steps) - 1)]
         self.paused_until = now + wait
         self.metrics.send_failures.labels("account").inc()
         if self._pause_streak == 1 or reason != self.pause_reason:
@@ -567,20 +713,37 @@ class Sender:
             self.log.error("storage_problem", error=text, retry_in=STORAGE_RETRY)
         self.storage_error = text
         self.last_error = text
+        # For `status`: written at once when the state store still takes writes
+        # (a full spool); when it is the state store that fails, the metric,
+        # the log and STATUS= still say it.
+        with contextlib.suppress(OSError, sqlite3.Error):
+            self.state.put(storage_error=text)
+
+    def _probe_storage(self) -> None:
+        """Raise unless the spool takes a small write and the state store a commit."""
+        path = self.spool.dir("tmp") / _PROBE_NAME
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, _PROBE_DATA)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        self.state.put(storage_error=None)
 
     def _recover_storage(self, now: float) -> bool:
         """Retry what a storage failure left undone; True once all is well again."""
         try:
+            self._probe_storage()
             while self._stranded:
-                name, src = self._stranded[0]
-                if os.path.lexists(self.spool.dir("active") / name):
-                    self.spool.move(name, "active", src)
-                if src == "new":
-                    self.spool.requeue_front(name)
-                else:
-                    self.deferred[name] = now
+                _name, action = self._stranded[0]
+                # FileNotFoundError: the message moved on meanwhile (already finished).
+                with contextlib.suppress(FileNotFoundError):
+                    action()
                 self._stranded.pop(0)
-            self.state.put(storage_error=None)
         except (OSError, sqlite3.Error) as exc:
             self._storage_failed(exc, now)
             return False
@@ -596,7 +759,7 @@ class Sender:
         with self._lock:
             cfg = self._cfg
             used = self.ledger.used(now)
-            ext = self.ledger.external_used(now) if hasattr(self.ledger, "external_used") else 0
+            ext = self.ledger.external_used(now)
             queued = len(self.spool.queue)
             oldest = 0.0
             head = self.spool.peek()
@@ -634,6 +797,22 @@ def _read_signature(cfg: Config) -> str | None:
     if cfg.send.signature is None:
         return None
     return Path(cfg.send.signature).read_text("utf-8")
+
+
+def _failure_from_text(recipient: str, text: str) -> notices.Failure:
+    """A Failure from one of our error texts, picking the SMTP code out of it."""
+    m = re.search(r"\b([245]\d\d)[ -](.*)", text)
+    if m:
+        return notices.Failure(recipient, int(m.group(1)), m.group(2))
+    return notices.Failure(recipient, 0, text)
+
+
+def _failures_for(recipients: tuple[str, ...], exc: PermanentFailure) -> list[notices.Failure]:
+    """Every recipient of a message refused as a whole (or each, when all were refused)."""
+    per = getattr(exc, "refused", None)
+    if isinstance(per, dict) and per:
+        return [notices.Failure(r, c, t) for r, (c, t) in per.items()]
+    return [_failure_from_text(r, str(exc)) for r in recipients]
 
 
 def _smtp_transport(cfg: Config) -> Transport:

@@ -150,6 +150,10 @@ class Service:
             transport_factory=self._transport_factory,
         )
         self.sender.recover()
+        elsewhere = self.state.get("sent_elsewhere")
+        if elsewhere:
+            start_s, _, units = elsewhere.partition(":")
+            self.sender.set_external(float(start_s), int(units))
         path = control_path(cfg)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
@@ -421,6 +425,8 @@ class Service:
             if elsewhere is not None:
                 start, _ = window_bounds(now, self.sender.tz, self.cfg.send.limit_window)
                 self.sender.set_external(start, int(elsewhere))
+                # Kept in the state so a restart (and `status`) still counts it.
+                self.state.put(sent_elsewhere=f"{start}:{int(elsewhere)}")
             if delivered:
                 self.log.info("received", delivered=delivered)
         self.state.put(

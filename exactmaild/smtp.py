@@ -34,6 +34,7 @@ from exactmaild.errors import (
     TemporaryFailure,
     UnknownOutcome,
 )
+from exactmaild.secrets import SecretError
 
 # Replies by which providers say "this account is over its quota / sending too
 # fast / blocked": never the message's fault. Enhanced status codes per RFC 3463
@@ -139,13 +140,26 @@ class SmtpSender:
                 conn.starttls(context=_tls_context(s))
                 conn.ehlo()
             step = "login"
-            self._login(conn)
+            try:
+                self._login(conn)
+            except SecretError:
+                conn.close()
+                raise
+        except SecretError as exc:
+            # The password file went missing or wide open since start-up: an
+            # account problem (the queue pauses), never the message's fault.
+            raise AccountFailure(f"cannot log in: {exc}") from None
         except smtplib.SMTPAuthenticationError as exc:
             self.credentials.invalidate()
+            hint = (
+                "a fresh OAuth2 access token was refused too: check the account's SMTP AUTH "
+                "setting and the scope, or re-authorise with `exactmaild authorize`"
+                if self.credentials.method == "oauth2"
+                else "check the password file or the account's SMTP AUTH setting"
+            )
             raise AccountFailure(
                 f"{s.host} refused the login for {self.credentials.username}: "
-                f"{exc.smtp_code} {_text(exc.smtp_error)} (check the password file "
-                "or the account's SMTP AUTH setting)"
+                f"{exc.smtp_code} {_text(exc.smtp_error)} ({hint})"
             ) from None
         except ssl.SSLCertVerificationError as exc:
             raise TemporaryFailure(
@@ -171,14 +185,28 @@ class SmtpSender:
         if creds.method == "none":
             return
         if creds.method == "oauth2":
-            token = creds.secret()
             user = creds.username
+            # A token the server refuses although it has not expired by our
+            # clock (revoked, or the clocks disagree): one retry with a fresh
+            # one before the login counts as refused and the queue pauses.
+            for attempt in (1, 2):
+                token = creds.secret()
 
-            def xoauth2(challenge: bytes | None = None) -> str:
-                return f"user={user}\x01auth=Bearer {token}\x01\x01"
+                def xoauth2(challenge: bytes | None = None, token: str = token) -> str:
+                    # A 334 after the initial response is the server's JSON error
+                    # challenge: the client answers empty (never the token again)
+                    # and the server then sends the 535.
+                    if challenge is not None:
+                        return ""
+                    return f"user={user}\x01auth=Bearer {token}\x01\x01"
 
-            conn.auth("XOAUTH2", xoauth2, initial_response_ok=True)
-            return
+                try:
+                    conn.auth("XOAUTH2", xoauth2, initial_response_ok=True)
+                    return
+                except smtplib.SMTPAuthenticationError:
+                    if attempt == 2:
+                        raise
+                    creds.invalidate()
         if not conn.has_extn("auth"):
             raise TemporaryFailure(
                 f"{self.server.host} does not offer AUTH on this connection "
@@ -234,11 +262,12 @@ class SmtpSender:
                     raise TemporaryFailure(
                         f"every recipient was deferred, e.g. {rcpt}: {code} {text}"
                     )
-                rcpt, (code, text) = next(iter(refused.items()))
-                raise PermanentFailure(
+                failure = PermanentFailure(
                     "every recipient was refused: "
                     + "; ".join(f"{r}: {c} {t}" for r, (c, t) in refused.items())
                 )
+                failure.refused = refused  # type: ignore[attr-defined]
+                raise failure
             conn.putcmd("data")
             code, resp = conn.getreply()
             if code != 354:

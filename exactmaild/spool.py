@@ -297,7 +297,11 @@ class Spool:
 
     def entries(self, states: tuple[str, ...] = STATES) -> Iterator[Entry]:
         for state in states:
-            with os.scandir(self.dir(state)) as it:
+            try:
+                it = os.scandir(self.dir(state))
+            except FileNotFoundError:
+                continue  # a fresh install: the daemon creates the state dirs at start
+            with it:
                 for e in it:
                     if not valid_name(e.name):
                         continue

@@ -146,6 +146,13 @@ def test_design_example_loads_with_every_value() -> None:
     assert c.source == SRC
 
 
+def test_account_pause_is_a_list_of_durations_with_a_default() -> None:
+    assert cfg().send.account_pause == (60.0, 120.0, 240.0, 480.0, 960.0, 1800.0)
+    c = parse(BASE + "send: {account_pause: [500ms, 30s, 5m]}\n", SRC)
+    assert c.send.account_pause == (0.5, 30.0, 300.0)
+    assert parse(BASE + "send: {account_pause: 2m}\n", SRC).send.account_pause == (120.0,)
+
+
 def test_minimal_config_gets_the_documented_defaults() -> None:
     c = cfg()
     assert c.account.auth.username == "reception@practice.example"
@@ -205,6 +212,8 @@ ERRORS = [
     ("send: {retry_intervals: []}", 1, "send.retry_intervals", "at least one interval"),
     ("send:\n  retry_intervals: [1m, soon]", 2, "send.retry_intervals[1]", "'soon'"),
     ("send: {give_up_after: 0}", 1, "send.give_up_after", "longer than 0"),
+    ("send: {account_pause: []}", 1, "send.account_pause", "at least one pause"),
+    ("send:\n  account_pause: [1m, 0s]", 2, "send.account_pause[1]", "longer than 0"),
     ("send: {limit_window: rolling24h}", 1, "send.limit_window", "did you mean 'rolling_24h'?"),
     ("send: {limit_counts: mails}", 1, "send.limit_counts", "one of messages, recipients"),
     ("send: {on_unknown_outcome: maybe}", 1, "send.on_unknown_outcome", "retry, hold"),
@@ -965,3 +974,34 @@ def test_fuzz_one_bad_value_in_a_valid_config(
         if isinstance(target, dict):  # an earlier change may have replaced the section
             target[key] = value
     _parse_must_not_crash(yaml.safe_dump(document))
+
+
+def test_device_authorization_url_from_presets_custom_and_http_refused() -> None:
+    ms = parse(OAUTH.format(provider="microsoft365"), SRC).account.auth
+    assert ms.device_authorization_url == (
+        "https://login.microsoftonline.com/common/oauth2/v2.0/devicecode"
+    )
+    google = parse(OAUTH.format(provider="google"), SRC).account.auth
+    assert google.device_authorization_url == "https://oauth2.googleapis.com/device/code"
+    base = (
+        OAUTH.format(provider="custom")
+        + "    token_url: https://login.example/token\n"
+        + "outgoing: {host: smtp.example}\nincoming: none\n"
+    )
+
+    def custom(url: str) -> str:
+        return base.replace(
+            "    token_url:", f"    device_authorization_url: {url}\n    token_url:"
+        )
+
+    auth = parse(custom("https://login.example/device"), SRC).account.auth
+    assert auth.device_authorization_url == "https://login.example/device"
+    loopback = parse(custom("http://127.0.0.1:8080/device"), SRC).account.auth
+    assert loopback.device_authorization_url == "http://127.0.0.1:8080/device"
+    assert parse(base, SRC).account.auth.device_authorization_url is None
+    found = problems(custom("http://login.example/device"))
+    assert any(
+        "account.auth.device_authorization_url" in p and "use https://" in p for p in found
+    ), found
+    found = problems(custom("not a url"))
+    assert any("account.auth.device_authorization_url" in p for p in found), found
