@@ -358,6 +358,12 @@ def cmd_test_connection(args: argparse.Namespace) -> int:
     return EX_OK if ok else EX_UNAVAILABLE
 
 
+def cmd_authorize(args: argparse.Namespace) -> int:
+    from exactmaild.authorize import cmd_authorize as run
+
+    return run(args)
+
+
 # -- parser -------------------------------------------------------------------------------
 
 
@@ -391,6 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("test-connection", help="log in to both servers, send nothing").set_defaults(
         func=cmd_test_connection
     )
+    sub.add_parser(
+        "authorize", help="OAuth2: get and store the refresh token (device code flow)"
+    ).set_defaults(func=cmd_authorize)
     submit = sub.add_parser("submit", help="queue one RFC 5322 message from FILE or stdin")
     submit.add_argument("file", nargs="?")
     submit.set_defaults(func=cmd_submit)

@@ -47,7 +47,11 @@ class PasswordCredentials:
         return read_secret(self._account.auth.password_file, "password", what="password")
 
     def invalidate(self) -> None:
-        pass
+        # Nothing cached to drop (the file is re-read at each login); count the
+        # refusal so monitoring sees password failures as it sees OAuth ones.
+        from exactmaild.oauth import record_auth_failure
+
+        record_auth_failure("login")
 
     def __repr__(self) -> str:  # never show the secret, even by accident
         return f"PasswordCredentials(username={self.username!r})"

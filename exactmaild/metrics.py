@@ -112,6 +112,9 @@ class Metrics:
     def __init__(self, snapshot: Callable[[], Snapshot] | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        from exactmaild.oauth import OAuthCollector
+
+        r.register(OAuthCollector())
         self.sent = Counter(
             "exactmaild_sent", "Messages accepted by the SMTP server since start.", registry=r
         )

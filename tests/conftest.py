@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.fixtures.smtp",
     "tests.fixtures.dovecot",
+    "tests.fixtures.tokens",
 ]
