@@ -407,6 +407,9 @@ class Service:
         result, self._receive_result = self._receive_result, None
         error = str(result) if isinstance(result, Exception) else getattr(result, "error", None)
         assert self.state is not None and self.sender is not None
+        # A check can deliver some messages and then fail: count what arrived.
+        delivered = int(getattr(result, "delivered", 0) or 0)
+        self.metrics.received.inc(delivered)
         if error:
             self.metrics.receive_checks.labels("error").inc()
             self._receive_streak += 1
@@ -418,8 +421,6 @@ class Service:
             if self._receive_streak:
                 self.log.info("receive_recovered", failed_checks=self._receive_streak)
             self._receive_streak = 0
-            delivered = int(getattr(result, "delivered", 0))
-            self.metrics.received.inc(delivered)
             self.state.put(last_check=str(self._last_check), receive_error=None)
             elsewhere = getattr(result, "sent_elsewhere", None)
             if elsewhere is not None:
