@@ -1,0 +1,74 @@
+"""Smoke run of every benchmark in bench/ with tiny sizes: each must run to the
+end and print its ratio line. The real figures come from running the scripts
+by hand (docs/benchmarks.md); this only keeps them from rotting.
+
+All five run at once (they are independent processes on their own ports and
+temp dirs), so the whole module takes about as long as the slowest one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SMTP_SINK = "/usr/sbin/smtp-sink"
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not os.path.exists(SMTP_SINK), reason="needs Postfix's smtp-sink"),
+]
+
+RUNS: dict[str, list[str]] = {
+    "drain": ["--n", "20", "--repeat", "1", "--drops", "3", "--timeout", "20"],
+    "peers": ["--n", "10", "--repeat", "1", "--timeout", "20", "--no-download"],
+    "pacing": ["--n", "6", "--delay-ms", "50", "--repeat", "1"],
+    "scale": ["--n", "200", "--repeat", "1"],
+    "idle": ["--seconds", "3", "--repeat", "1"],
+}
+
+
+@pytest.fixture(scope="module")
+def outputs() -> Iterator[dict[str, subprocess.CompletedProcess[str]]]:
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, str(REPO / "bench" / f"{name}.py"), *args],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for name, args in RUNS.items()
+    }
+    done = {}
+    try:
+        for name, p in procs.items():
+            out, _ = p.communicate(timeout=60)
+            done[name] = subprocess.CompletedProcess(p.args, p.returncode, out, None)
+        yield done
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+@pytest.mark.parametrize("name", list(RUNS))
+def test_prints_its_ratio(name: str, outputs: dict[str, subprocess.CompletedProcess[str]]) -> None:
+    r = outputs[name]
+    assert r.returncode == 0, r.stdout
+    assert re.search(r"^ratio\b.*\d", r.stdout, re.MULTILINE), r.stdout
+
+
+def test_drain_ratio_is_positive(outputs: dict[str, subprocess.CompletedProcess[str]]) -> None:
+    out = outputs["drain"].stdout
+    ratios = re.findall(r"^ratio (\S+): ([0-9.]+)", out, re.MULTILINE)
+    assert {k for k, _ in ratios} == {"smtp-sink", "aiosmtpd"}, out
+    assert all(float(v) > 0 for _, v in ratios), out
+    assert re.search(r"pick-up latency over 3 drops: median [0-9.]+ ms", out), out
