@@ -451,17 +451,18 @@ class Sender:
             self._finish_job(name, lambda: self._drop_done(name))
             return
         try:
-            claims = self.state.note_claim(name, now)
-            attempt = self.state.reserve(name, p.message_id, job.units, now)
+            claims, attempt = self.state.claim_and_reserve(name, p.message_id, job.units, now)
         except BaseException:
             self._stranded.append((name, lambda: self._return(name, src)))
             raise
         reserved = (now, job.units)
         with self._lock:
             self.ledger.record(*reserved)
-        self.last_send = now
         log = self.log.bind(queue_id=name, message_id=p.message_id)
-        log.info("sending", recipients=len(p.recipients), claims=claims)
+        log.debug("sending", recipients=len(p.recipients), claims=claims)
+        # Pace from the moment the transaction starts, after the state commits:
+        # a slow disk must not make the next gap at the server shorter than the delay.
+        self.last_send = self.clock.time()
         try:
             result = self.transport.send(p.sender, p.recipients, p.data)
         except AccountFailure as exc:
@@ -554,7 +555,12 @@ class Sender:
         self.paused_until = None
         reply = str(getattr(result, "reply", ""))
         when = self.clock.time()
-        self._finish_job_state(lambda: self.state.finish(attempt, "sent", when, reply))
+        if refused or deferred:
+            self._finish_job_state(lambda: self.state.finish(attempt, "sent", when, reply))
+        else:
+            # The common case: the send record and the end of the message's retry
+            # state in one commit; then the file may go.
+            self._finish_job_state(lambda: self.state.finish_sent(attempt, name, when, reply))
         if refused:
             reason = "sent to {} recipient(s); refused for good: {}".format(
                 len(accepted), "; ".join(f"{r}: {c} {t}" for r, (c, t) in refused.items())
@@ -585,7 +591,8 @@ class Sender:
 
         def done_with() -> None:
             self.spool.remove_sent(name)
-            self.state.forget_message(name)
+            if refused:  # finish_sent() already forgot it otherwise
+                self.state.forget_message(name)
 
         self._finish_job(name, done_with)
         log.info("sent", recipients=len(accepted), sent_in_window=self.ledger.used(now))

@@ -155,6 +155,40 @@ class StateStore:
             assert cur.lastrowid is not None
             return cur.lastrowid
 
+    def claim_and_reserve(
+        self, queue_id: str, message_id: str, units: int, now: float
+    ) -> tuple[int, int]:
+        """note_claim() and reserve() in one synced commit: (claims, attempt id).
+
+        One commit instead of two per send: the two facts are only ever
+        written together, and a crash between them would mean nothing.
+        """
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO messages (queue_id, first_try, claims) VALUES (?, ?, 1)"
+                " ON CONFLICT (queue_id) DO UPDATE SET claims = claims + 1,"
+                " first_try = COALESCE(first_try, excluded.first_try)",
+                (queue_id, now),
+            )
+            row = db.execute("SELECT claims FROM messages WHERE queue_id = ?", (queue_id,))
+            claims = int(row.fetchone()[0])
+            cur = db.execute(
+                "INSERT INTO attempts (queue_id, message_id, started, units, status)"
+                " VALUES (?, ?, ?, ?, 'inflight')",
+                (queue_id, message_id, now, units),
+            )
+            assert cur.lastrowid is not None
+            return claims, cur.lastrowid
+
+    def finish_sent(self, attempt_id: int, queue_id: str, now: float, detail: str = "") -> None:
+        """Record a completed send and forget the message's retry state, in one commit."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE attempts SET status = 'sent', finished = ?, detail = ? WHERE id = ?",
+                (now, detail, attempt_id),
+            )
+            db.execute("DELETE FROM messages WHERE queue_id = ?", (queue_id,))
+
     def finish(self, attempt_id: int, status: str, now: float, detail: str = "") -> None:
         """Settle an attempt: sent, unknown (kept counted) or released (not counted)."""
         assert status in ("sent", "unknown", "released")
