@@ -18,6 +18,8 @@ import socket
 import time
 from pathlib import Path
 
+from exactmaild.durable import fsync_dir, write_new
+
 _counter = itertools.count(1)
 
 _SUBDIRS = ("tmp", "new", "cur")
@@ -47,30 +49,11 @@ def deliver(maildir: Path, data: bytes) -> Path:
     final = maildir / "new" / name
     # O_EXCL: a name collision (which the name makes practically impossible)
     # fails loudly instead of overwriting another delivery.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
+    write_new(tmp, data, 0o600)
     try:
         os.rename(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(maildir / "new")
+    fsync_dir(maildir / "new")
     return final
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

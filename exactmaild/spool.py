@@ -29,6 +29,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from exactmaild.durable import fsync_dir as _fsync_dir
+from exactmaild.durable import write_new
+
 STATES = ("new", "active", "deferred", "hold", "failed", "cancelled")
 DIRS = ("tmp", *STATES)
 REASON_SUFFIX = ".reason"
@@ -72,29 +75,9 @@ def valid_name(name: str) -> bool:
     )
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_durable(path: Path, data: bytes, mode: int = 0o640) -> None:
     """Write a new file and make it durable (file and directory), or leave nothing."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-    try:
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-        raise
-    os.close(fd)
+    write_new(path, data, mode)
     _fsync_dir(path.parent)
 
 
