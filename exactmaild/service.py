@@ -104,6 +104,8 @@ class Service:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._receive_thread: threading.Thread | None = None
         self._receive_result: Any = None
+        # The limit window the running check counts the Sent folder in.
+        self._receive_window: tuple[float, float] | None = None
         self._last_check: float | None = None
         self._next_check: float = math.inf
         self._receive_streak = 0
@@ -166,7 +168,8 @@ class Service:
             self._stop_metrics = self.metrics.serve(cfg.metrics.host, cfg.metrics.port)
         now = self.clock.time()
         self._next_check = self._due_check(now)
-        self.state.put(pid=str(os.getpid()), started=str(now))
+        # next_check too: what `status` shows must be this run's, not the last run's.
+        self.state.put(pid=str(os.getpid()), started=str(now), next_check=self._next_check_text())
         self.sender.start()
         self.log.info(
             "started",
@@ -345,6 +348,9 @@ class Service:
             return
         self.cfg = new
         self._next_check = self._due_check(self.clock.time())
+        if self.state is not None:
+            with contextlib.suppress(Exception):
+                self.state.put(next_check=self._next_check_text())
         self.metrics.reloads.labels("success").inc()
         self.metrics.last_reload_ok.set(1)
         self.log.info(
@@ -368,6 +374,9 @@ class Service:
 
     # -- mailbox checks ------------------------------------------------------------
 
+    def _next_check_text(self) -> str | None:
+        return str(self._next_check) if math.isfinite(self._next_check) else None
+
     def _due_check(self, now: float) -> float:
         cfg = self.cfg
         if cfg.incoming is None:
@@ -385,17 +394,27 @@ class Service:
             self._flush_receive = False
             self._last_check = now
             self._next_check = self._due_check(now)
+            assert self.state is not None
+            # Now, not when the check ends: a long fetch must not show a past next_check.
+            self.state.put(next_check=self._next_check_text())
+            cfg = self.cfg
+            # The window the Sent folder is counted in is the one the check
+            # started in, and the count is charged to that same window, also
+            # when the check ends after midnight.
+            self._receive_window = window_bounds(now, ZoneInfo(cfg.timezone), cfg.send.limit_window)
             self._receive_thread = threading.Thread(
-                target=self._receive, args=(self.cfg, now), name="receive", daemon=True
+                target=self._receive,
+                args=(cfg, now, self._receive_window),
+                name="receive",
+                daemon=True,
             )
             self._receive_thread.start()
 
-    def _receive(self, cfg: Config, now: float) -> None:
+    def _receive(self, cfg: Config, now: float, window: tuple[float, float]) -> None:
         from exactmaild.receiver import Receiver
 
         assert self.state is not None
         try:
-            window = window_bounds(now, ZoneInfo(cfg.timezone), cfg.send.limit_window)
             receiver = Receiver(cfg, self.state, credentials_for(cfg.account), log=self.log)
             self._receive_result = receiver.check(now, window=window)
         except Exception as exc:  # never let a check kill the loop
@@ -423,16 +442,16 @@ class Service:
             self._receive_streak = 0
             self.state.put(last_check=str(self._last_check), receive_error=None)
             elsewhere = getattr(result, "sent_elsewhere", None)
-            if elsewhere is not None:
-                start, _ = window_bounds(now, self.sender.tz, self.cfg.send.limit_window)
+            window = self._receive_window
+            if elsewhere is not None and window is not None:
+                start = window[0]
                 self.sender.set_external(start, int(elsewhere))
                 # Kept in the state so a restart (and `status`) still counts it.
                 self.state.put(sent_elsewhere=f"{start}:{int(elsewhere)}")
             if delivered:
                 self.log.info("received", delivered=delivered)
-        self.state.put(
-            next_check=str(self._next_check) if math.isfinite(self._next_check) else None
-        )
+        self._receive_window = None
+        self.state.put(next_check=self._next_check_text())
 
     # -- status -------------------------------------------------------------------
 
