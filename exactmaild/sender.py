@@ -14,6 +14,12 @@ limit" and "never lost":
 4. the outcome is recorded (sent / released / unknown) durably;
 5. only then does the file leave active/.
 
+A plain success is recorded in the same synced commit that reserves the next
+message (steps 4 and 2 of consecutive sends), so a drain costs one commit per
+message. The record still comes before the next message's DATA, so at most
+one send is ever accepted but unrecorded; and when no next message is due at
+once, the record is written on its own before the sender waits for anything.
+
 A crash between any two steps leaves the message in active/ and the send
 counted; start-up recovery puts the message back in the queue (or removes it
 if step 4 said sent), so a crash costs at most one duplicate, never a loss,
@@ -93,6 +99,19 @@ class Transport(Protocol):
 
 
 @dataclass
+class _Pending:
+    """A send the server accepted whose record waits for the next reservation
+    (one commit for both); written on its own before the sender waits."""
+
+    attempt: int
+    name: str
+    when: float
+    reply: str
+    recipients: int
+    log: Any
+
+
+@dataclass
 class _Job:
     name: str
     src: str  # "new" or "deferred"
@@ -156,6 +175,8 @@ class Sender:
         self._stranded: list[tuple[str, Callable[[], None]]] = []
         self._ignored: set[str] = set()
         self._cached: _Job | None = None
+        self._pending: _Pending | None = None
+        self._keep_pending = False
         self._sel = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._sel.register(self._wake_r, selectors.EVENT_READ)
@@ -275,6 +296,7 @@ class Sender:
                     break
                 self._wait(timeout)
         finally:
+            self._settle_pending()
             self.transport.close()
 
     def _wait(self, timeout: float) -> None:
@@ -292,6 +314,16 @@ class Sender:
 
     def step(self) -> float:
         """Do what is due now; return how long to sleep until something else is due."""
+        self._keep_pending = False
+        try:
+            return self._step()
+        finally:
+            # Only a step that just sent (and returns 0: no wait) leaves its
+            # record for the next reservation; every other step writes it now.
+            if not self._keep_pending:
+                self._settle_pending()
+
+    def _step(self) -> float:
         self._drain_inotify()
         now = self.clock.time()
         if (self._stranded or self.storage_error) and not self._recover_storage(now):
@@ -448,13 +480,28 @@ class Sender:
             return  # cancelled or moved while we waited
         if not p.recipients:
             # Every recipient already has it (a partial send, then a crash): done.
+            self._settle_pending()
             self._finish_job(name, lambda: self._drop_done(name))
             return
+        prev, self._pending = self._pending, None
         try:
-            claims, attempt = self.state.claim_and_reserve(name, p.message_id, job.units, now)
+            if prev is None:
+                claims, attempt = self.state.claim_and_reserve(name, p.message_id, job.units, now)
+            else:
+                claims, attempt = self.state.settle_and_reserve(
+                    (prev.attempt, prev.name, prev.when, prev.reply),
+                    name,
+                    p.message_id,
+                    job.units,
+                    now,
+                )
         except BaseException:
+            if prev is not None:
+                self._stranded.append((prev.name, lambda: self._record_sent(prev)))
             self._stranded.append((name, lambda: self._return(name, src)))
             raise
+        if prev is not None:
+            self._recorded(prev)
         reserved = (now, job.units)
         with self._lock:
             self.ledger.record(*reserved)
@@ -555,12 +602,14 @@ class Sender:
         self.paused_until = None
         reply = str(getattr(result, "reply", ""))
         when = self.clock.time()
-        if refused or deferred:
-            self._finish_job_state(lambda: self.state.finish(attempt, "sent", when, reply))
-        else:
-            # The common case: the send record and the end of the message's retry
-            # state in one commit; then the file may go.
-            self._finish_job_state(lambda: self.state.finish_sent(attempt, name, when, reply))
+        if not refused and not deferred:
+            # The common case: the record (and the end of the message's retry
+            # state) goes into the next reservation's commit, or on its own
+            # before the sender waits (step()); then the file may go.
+            self._pending = _Pending(attempt, name, when, reply, len(accepted), log)
+            self._keep_pending = True
+            return
+        self._finish_job_state(lambda: self.state.finish(attempt, "sent", when, reply))
         if refused:
             reason = "sent to {} recipient(s); refused for good: {}".format(
                 len(accepted), "; ".join(f"{r}: {c} {t}" for r, (c, t) in refused.items())
@@ -591,11 +640,44 @@ class Sender:
 
         def done_with() -> None:
             self.spool.remove_sent(name)
-            if refused:  # finish_sent() already forgot it otherwise
-                self.state.forget_message(name)
+            self.state.forget_message(name)
 
         self._finish_job(name, done_with)
-        log.info("sent", recipients=len(accepted), sent_in_window=self.ledger.used(now))
+        log.info("sent", recipients=len(accepted))
+
+    def _settle_pending(self) -> None:
+        """Write the waiting send record on its own (nothing to share its commit)."""
+        prev, self._pending = self._pending, None
+        if prev is None:
+            return
+        try:
+            self._record_sent(prev)
+        except (OSError, sqlite3.Error) as exc:
+            if not _storage_problem(exc):
+                raise
+            # The attempt stays "inflight" (counted) and the file in active/
+            # until the record is written: never lost; only a restart before
+            # then re-sends it (once: the one unknown outcome a crash may cost).
+            self._stranded.append((prev.name, lambda: self._record_sent(prev)))
+            self._storage_failed(exc, self.clock.time())
+
+    def _record_sent(self, prev: _Pending) -> None:
+        self.state.finish_sent(prev.attempt, prev.name, prev.when, prev.reply)
+        self._recorded(prev)
+
+    def _recorded(self, prev: _Pending) -> None:
+        """The send record is durable: the file may go."""
+        try:
+            self.spool.remove_sent(prev.name)
+        except FileNotFoundError:
+            pass  # an earlier, interrupted try removed it
+        except OSError as exc:
+            if not _storage_problem(exc):
+                raise
+            # Start-up recovery removes it too (its send is recorded).
+            self._stranded.append((prev.name, lambda: self.spool.remove_sent(prev.name)))
+            self._storage_failed(exc, self.clock.time())
+        prev.log.info("sent", recipients=prev.recipients)
 
     def _return(self, name: str, src: str) -> None:
         """Back where it came from, unblamed (account-level problem)."""

@@ -14,7 +14,9 @@ failure is classified here, in one place, into the error tree:
 The DATA phase is written by hand (not smtplib.sendmail) for two reasons: to
 know whether the body had gone out when a connection dropped, and to send
 the whole body and the final dot in a single write, so the last segment does
-not wait for a delayed ACK.
+not wait for a delayed ACK. When the server offers PIPELINING (RFC 2920),
+MAIL, every RCPT and DATA go out in one write and their replies are read in
+order: two round trips per message instead of three plus one per recipient.
 """
 
 from __future__ import annotations
@@ -85,6 +87,36 @@ def _tls_context(server: Server) -> ssl.SSLContext:
 
 def _text(raw: bytes | str) -> str:
     return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+
+
+# An address smtplib.quoteaddr() would return as "<address>" unchanged.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_ADDR = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@{_ATOM}(?:\.{_ATOM})*")
+_LINE_ENDS = re.compile(rb"\r\n|\n|\r(?!\n)")
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+def _quoteaddr(addr: str) -> str:
+    """smtplib.quoteaddr(), without parsing the common plain address."""
+    if _PLAIN_ADDR.fullmatch(addr):
+        return f"<{addr}>"
+    return smtplib.quoteaddr(addr)
+
+
+def _payload(data: bytes) -> bytes:
+    """The DATA payload with the final dot: smtplib.quotedata() on bytes."""
+    payload = _LEADING_DOT.sub(b"..", _LINE_ENDS.sub(b"\r\n", data))
+    if not payload.endswith(b"\r\n"):
+        payload += b"\r\n"
+    return payload + b".\r\n"
+
+
+class _Drop(Exception):
+    """Wraps the error to raise when the connection must be dropped, not reset
+    (replies of a pipelined group left unread)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
 
 
 class SmtpSender:
@@ -238,6 +270,8 @@ class SmtpSender:
         conn = self._conn
         assert conn is not None
         body_sent = False
+        if conn.has_extn("pipelining"):
+            return self._send_pipelined(conn, sender, recipients, data)
         try:
             code, resp = conn.mail(sender)
             if code != 250:
@@ -272,15 +306,103 @@ class SmtpSender:
             code, resp = conn.getreply()
             if code != 354:
                 raise classify_reply(code, _text(resp), stage="data")
-            payload = smtplib.quotedata(data.decode("latin-1")).encode("latin-1")
-            if not payload.endswith(b"\r\n"):
-                payload += b"\r\n"
+            payload = _payload(data)
             body_sent = True
-            conn.send(payload + b".\r\n")
+            conn.send(payload)
             code, resp = conn.getreply()
             if code != 250:
                 raise classify_reply(code, _text(resp), stage="data")
             return SendResult(tuple(accepted), refused, deferred, f"{code} {_text(resp)}")
+        except (TemporaryFailure, PermanentFailure):
+            if not body_sent:
+                self._reset_or_drop()
+            raise
+        except smtplib.SMTPResponseException as exc:
+            self._drop()
+            raise classify_reply(exc.smtp_code, _text(exc.smtp_error), stage="mail") from None
+        except (OSError, smtplib.SMTPException) as exc:
+            self._drop()
+            what = str(exc) or type(exc).__name__
+            if body_sent:
+                raise UnknownOutcome(
+                    f"the connection to {self.server.host} was lost after the message "
+                    f"went out, before the server confirmed it ({what})"
+                ) from None
+            raise TemporaryFailure(f"the connection to {self.server.host} failed: {what}") from None
+
+    def _send_pipelined(
+        self,
+        conn: smtplib.SMTP,
+        sender: str,
+        recipients: tuple[str, ...],
+        data: bytes,
+    ) -> SendResult:
+        """send() for a server with PIPELINING: the same outcomes, fewer round trips.
+
+        MAIL, the RCPTs and DATA go out in one write; the replies are judged in
+        order exactly as send() judges them one by one. A failure that leaves
+        replies unread drops the connection (a later reply could be a 354
+        waiting for a body we will not send); the body goes out only after
+        the 354, so an error before it never leaves the outcome unknown.
+        """
+        body_sent = False
+        try:
+            lines = [f"mail from:{_quoteaddr(sender)}"]
+            lines.extend(f"rcpt to:{_quoteaddr(r)}" for r in recipients)
+            lines.append("data")
+            for line in lines:
+                if "\r" in line or "\n" in line:
+                    raise ValueError("command and arguments contain prohibited newline characters")
+            conn.send("".join(f"{line}\r\n" for line in lines))
+            code, resp = conn.getreply()
+            if code != 250:
+                raise _Drop(classify_reply(code, _text(resp), stage="mail"))
+            accepted: list[str] = []
+            refused: dict[str, tuple[int, str]] = {}
+            deferred: dict[str, tuple[int, str]] = {}
+            for rcpt in recipients:
+                code, resp = conn.getreply()
+                if code in (250, 251):
+                    accepted.append(rcpt)
+                elif code >= 500:
+                    refused[rcpt] = (code, _text(resp))
+                else:
+                    if code == 421 or _ACCOUNT_WORDS.search(_text(resp)):
+                        raise _Drop(classify_reply(code, _text(resp), stage="mail"))
+                    deferred[rcpt] = (code, _text(resp))
+            if not accepted:
+                failure: TemporaryFailure | PermanentFailure
+                if deferred:
+                    rcpt, (dcode, text) = next(iter(deferred.items()))
+                    failure = TemporaryFailure(
+                        f"every recipient was deferred, e.g. {rcpt}: {dcode} {text}"
+                    )
+                else:
+                    failure = PermanentFailure(
+                        "every recipient was refused: "
+                        + "; ".join(f"{r}: {c} {t}" for r, (c, t) in refused.items())
+                    )
+                    failure.refused = refused  # type: ignore[attr-defined]
+                try:
+                    code, resp = conn.getreply()  # DATA's, normally 503 or 554
+                except (OSError, smtplib.SMTPException):
+                    raise _Drop(failure) from None
+                if code == 354:  # a body is awaited that we will not send
+                    raise _Drop(failure)
+                raise failure
+            code, resp = conn.getreply()
+            if code != 354:
+                raise classify_reply(code, _text(resp), stage="data")
+            payload = _payload(data)
+            body_sent = True
+            conn.send(payload)
+            code, resp = conn.getreply()
+            if code != 250:
+                raise classify_reply(code, _text(resp), stage="data")
+            return SendResult(tuple(accepted), refused, deferred, f"{code} {_text(resp)}")
+        except _Drop as exc:
+            self._drop()
+            raise exc.error from None
         except (TemporaryFailure, PermanentFailure):
             if not body_sent:
                 self._reset_or_drop()

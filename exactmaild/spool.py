@@ -84,6 +84,8 @@ def _write_durable(path: Path, data: bytes, mode: int = 0o640) -> None:
 class Spool:
     def __init__(self, root: Path, *, create: bool = True) -> None:
         self.root = root
+        # The directories as strings: the send path joins names to them per message.
+        self._paths = {d: os.path.join(root, d) for d in DIRS}
         self.queue: deque[str] = deque()
         self._queued: set[str] = set()
         if create:
@@ -161,7 +163,7 @@ class Spool:
         else moved it: a cancel raced a claim, say) and FileExistsError when
         `dst` already holds that name (we never overwrite a message).
         """
-        a, b = self.dir(src) / name, self.dir(dst) / name
+        a, b = os.path.join(self._paths[src], name), os.path.join(self._paths[dst], name)
         if not os.path.lexists(a):
             raise FileNotFoundError(errno.ENOENT, f"{a} does not exist", str(a))
         if os.path.lexists(b):
@@ -171,13 +173,13 @@ class Spool:
             _fsync_dir(self.dir(dst))
             if src != dst:
                 _fsync_dir(self.dir(src))
-        return b
+        return Path(b)
 
     def claim(self, name: str, src: str = "new") -> Path | None:
         """Take a message for sending. None if it vanished (cancelled) or is not
         a regular file (symlinks and directories are never followed: they are
         moved aside to failed/ with a reason if they sit in new/)."""
-        path = self.dir(src) / name
+        path = os.path.join(self._paths[src], name)
         try:
             st = os.lstat(path)
         except FileNotFoundError:
@@ -194,14 +196,16 @@ class Spool:
 
     def is_regular(self, state: str, name: str) -> bool:
         try:
-            return stat.S_ISREG(os.lstat(self.dir(state) / name).st_mode)
+            return stat.S_ISREG(os.lstat(os.path.join(self._paths[state], name)).st_mode)
         except FileNotFoundError:
             return False
 
     def read(self, state: str, name: str, limit: int) -> bytes:
         """Read a message without following symlinks; at most limit+1 bytes so an
         oversize file is detected without reading all of it."""
-        fd = os.open(self.dir(state) / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd = os.open(
+            os.path.join(self._paths[state], name), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+        )
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise IsADirectoryError(errno.EISDIR, "not a regular file", name)
@@ -240,7 +244,7 @@ class Spool:
         Not synced: should a crash undo the unlink, start-up recovery finds the
         file in active/ with its send recorded and removes it without sending.
         """
-        os.unlink(self.dir("active") / name)
+        os.unlink(os.path.join(self._paths["active"], name))
 
     def cancel(self, name: str) -> str:
         """Cancel a queued, deferred or held message. Returns the state it was in.

@@ -180,6 +180,45 @@ class StateStore:
             assert cur.lastrowid is not None
             return claims, cur.lastrowid
 
+    def settle_and_reserve(
+        self,
+        sent: tuple[int, str, float, str],
+        queue_id: str,
+        message_id: str,
+        units: int,
+        now: float,
+    ) -> tuple[int, int]:
+        """finish_sent() of the previous send and claim_and_reserve() of the next, in
+        one synced commit: (claims, attempt id) of the next.
+
+        `sent` is (attempt id, queue id, finished, detail) of a send the server
+        already accepted. Each send is still recorded before the next one's
+        DATA goes out, so at most one send is ever accepted but unrecorded;
+        what is saved is one commit per message.
+        """
+        attempt_id, done_id, finished, detail = sent
+        with self._tx() as db:
+            db.execute(
+                "UPDATE attempts SET status = 'sent', finished = ?, detail = ? WHERE id = ?",
+                (finished, detail, attempt_id),
+            )
+            db.execute("DELETE FROM messages WHERE queue_id = ?", (done_id,))
+            db.execute(
+                "INSERT INTO messages (queue_id, first_try, claims) VALUES (?, ?, 1)"
+                " ON CONFLICT (queue_id) DO UPDATE SET claims = claims + 1,"
+                " first_try = COALESCE(first_try, excluded.first_try)",
+                (queue_id, now),
+            )
+            row = db.execute("SELECT claims FROM messages WHERE queue_id = ?", (queue_id,))
+            claims = int(row.fetchone()[0])
+            cur = db.execute(
+                "INSERT INTO attempts (queue_id, message_id, started, units, status)"
+                " VALUES (?, ?, ?, ?, 'inflight')",
+                (queue_id, message_id, now, units),
+            )
+            assert cur.lastrowid is not None
+            return claims, cur.lastrowid
+
     def finish_sent(self, attempt_id: int, queue_id: str, now: float, detail: str = "") -> None:
         """Record a completed send and forget the message's retry state, in one commit."""
         with self._tx() as db:

@@ -3,6 +3,7 @@ in the text and the HTML part, CRLF for SMTP, bad input refused."""
 
 from __future__ import annotations
 
+import re
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -105,3 +106,94 @@ def test_recipients_deduplicated_and_skipped() -> None:
 def test_refused(raw: bytes, why: str) -> None:
     with pytest.raises(BadMessage, match=why):
         prepare(raw, sender="r@practice.example", display_name=None, signature=None, max_size=1000)
+
+
+# -- the fast path gives exactly what the MIME-aware path gives ---------------------
+
+_EQUIV = [
+    b"To: patient1@example.org\nSubject: Appointment reminder 1\n\nDear patient,\nsee you.\n",
+    b"To: a@example.org\r\nSubject: crlf\r\n\r\nline one\r\nline two\r\n",
+    b"To: a@example.org\nSubject: mixed\n\r\none\r\ntwo\nthree\rfour\n.leading dot\n..two\n",
+    b"To: a@example.org\nSubject: no final newline\n\nlast line",
+    b"To: a@example.org\nSubject: empty body\n\n",
+    b"To: a@example.org,\n b@example.org,\n\tC Person <c@example.org>\nCc: d@example.org\n"
+    b"Cc: e@example.org, a@example.org\nSubject: folded\n  over two lines\n\nx\n",
+    b"To: a@example.org\nBcc: hidden@example.org,\n  hidden2@example.org\nSubject: bcc\n\nx\n",
+    b"BCC: only@example.org\nSubject: bcc only\n\nx\n",
+    b"To: =?utf-8?q?J=C3=B6rg?= <j@example.org>\nSubject: =?utf-8?b?SGVsbG8gV8O2cmxk?=\n\nx\n",
+    b'To: "Smith, John" <js@example.org>, "Q. Person" <q@example.org>\nSubject: quoted\n\nx\n',
+    b"To: a@example.org (a comment), Group: g1@example.org, g2@example.org;\nSubject: g\n\nx\n",
+    b"To: <angle@example.org>\nSubject: bare angle\n\nx\n",
+    b"To: a@example.org\nSubject: 8bit\nContent-Type: text/plain; charset=utf-8\n"
+    b"Content-Transfer-Encoding: 8bit\n\n" + "Grüße, Zoë\n".encode() + b"\xff raw\n",
+    b"To: a@example.org\nSubject:no space\nX-Empty:\nX-Spaces:    padded   \n\nx\n",
+    b"To: a@example.org\nSubject: "
+    + b"long " * 30
+    + b"\nX-Long: "
+    + b"y" * 120
+    + b"\n\nlong headers are refolded\n",
+    b"From: Dr Who <dr@practice.example>\nTo: a@example.org\n"
+    b"Message-ID: <fixed@practice.example>\nDate: Mon, 1 Jun 2026 10:00:00 +0100\n\nx\n",
+    b"To: a@example.org\nMessage-ID:  <odd id with spaces@x> (comment)\n\nx\n",
+    b"To: a@example.org\nMessage-ID:\n <folded@practice.example>\n\nx\n",
+    b"To: a@example.org\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=XX\n\n"
+    b"--XX\nContent-Type: text/plain\n\npart\n--XX--\n",
+    b"To: a@example.org\nContent-Type: message/rfc822\n\nTo: b@example.org\n\ninner\n",
+    b"To: a@example.org\nContent-Type: application/pdf\nContent-Transfer-Encoding: base64\n\n"
+    b"JVBERi0xLjQ=\n",
+    b"To: a@example.org\nContent-Type: garbage\n\nx\n",
+    b"To:\nCc: c@example.org\n\nx\n",
+    b"To: not an address\nCc: c@example.org\n\nx\n",
+    b"To: a@example.org, a@example.org, A@example.org\n\nx\n",
+    b"Subject: x\nTo: \n\nx\n",
+    b"To: undisclosed-recipients:;\nBcc: b@example.org\n\nx\n",
+    b"To: a@example.org\nX-Odd: tab\there\n\tcontinued\n\nx\n",
+]
+
+
+@pytest.mark.parametrize("raw", _EQUIV)
+@pytest.mark.parametrize("display_name", [None, "Smiles Dental", "Dr. O'Brien, Practice", "Zoë"])
+def test_fast_path_matches_slow_path(
+    raw: bytes, display_name: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from exactmaild import message as msgmod
+
+    monkeypatch.setattr(
+        msgmod.email.utils, "formatdate", lambda **_: "Fri, 27 Nov 2026 16:00:00 +0000"
+    )
+    monkeypatch.setattr(msgmod.email.utils, "make_msgid", lambda **_: "<1.2.3@practice.example>")
+
+    def fast() -> object:
+        return msgmod.prepare(
+            raw,
+            sender="reception@practice.example",
+            display_name=display_name,
+            signature=None,
+            max_size=100_000,
+            skip_recipients=("e@example.org",),
+        )
+
+    msgmod.check_raw(raw, 100_000)
+    try:
+        slow = msgmod._prepare_slow(
+            raw,
+            sender="reception@practice.example",
+            display_name=display_name,
+            signature=None,
+            skip_recipients=("e@example.org",),
+        )
+    except BadMessage as exc:
+        with pytest.raises(BadMessage, match=re.escape(str(exc))):
+            fast()
+        return
+    assert fast() == slow
+
+
+def test_fast_path_is_taken_for_a_plain_message() -> None:
+    from exactmaild import message as msgmod
+
+    raw = b"To: a@example.org\nSubject: hi\n\nHello\n"
+    p = msgmod._prepare_fast(raw, "r@practice.example", "Smiles Dental", ())
+    assert p.recipients == ("a@example.org",)
+    assert p.data.startswith(b"To: a@example.org\r\nSubject: hi\r\nFrom: Smiles Dental <r@practice")
+    assert p.data.endswith(b"\r\n\r\nHello\r\n")
