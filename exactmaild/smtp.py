@@ -111,6 +111,21 @@ def _payload(data: bytes) -> bytes:
     return payload + b".\r\n"
 
 
+def _no_recipient(
+    refused: dict[str, tuple[int, str]], deferred: dict[str, tuple[int, str]]
+) -> TemporaryFailure | PermanentFailure:
+    """The error when no recipient was accepted: temporary if any was only deferred."""
+    if deferred:
+        rcpt, (code, text) = next(iter(deferred.items()))
+        return TemporaryFailure(f"every recipient was deferred, e.g. {rcpt}: {code} {text}")
+    failure = PermanentFailure(
+        "every recipient was refused: "
+        + "; ".join(f"{r}: {c} {t}" for r, (c, t) in refused.items())
+    )
+    failure.refused = refused  # type: ignore[attr-defined]
+    return failure
+
+
 class _Drop(Exception):
     """Wraps the error to raise when the connection must be dropped, not reset
     (replies of a pipelined group left unread)."""
@@ -265,141 +280,74 @@ class SmtpSender:
                 sock.shutdown(socket.SHUT_RDWR)
 
     def send(self, sender: str, recipients: tuple[str, ...], data: bytes) -> SendResult:
-        """One SMTP transaction. Raises per the module's failure taxonomy."""
+        """One SMTP transaction. Raises per the module's failure taxonomy.
+
+        With PIPELINING (RFC 2920) MAIL, the RCPTs and DATA go out in one write
+        and the replies are read and judged in order, exactly as they are one by
+        one without it. A failure that leaves pipelined replies unread drops the
+        connection instead of resetting it (a later reply could be a 354 waiting
+        for a body we will not send). The body goes out only after the 354, so
+        an error before it never leaves the outcome unknown.
+        """
         self.connect()
         conn = self._conn
         assert conn is not None
+        pipelined = conn.has_extn("pipelining")
+        commands = [f"mail from:{_quoteaddr(sender)}"]
+        commands.extend(f"rcpt to:{_quoteaddr(r)}" for r in recipients)
+        commands.append("data")
         body_sent = False
-        if conn.has_extn("pipelining"):
-            return self._send_pipelined(conn, sender, recipients, data)
-        try:
-            code, resp = conn.mail(sender)
-            if code != 250:
-                raise classify_reply(code, _text(resp), stage="mail")
-            accepted: list[str] = []
-            refused: dict[str, tuple[int, str]] = {}
-            deferred: dict[str, tuple[int, str]] = {}
-            for rcpt in recipients:
-                code, resp = conn.rcpt(rcpt)
-                if code in (250, 251):
-                    accepted.append(rcpt)
-                elif code >= 500:
-                    refused[rcpt] = (code, _text(resp))
-                else:
-                    if code == 421 or _ACCOUNT_WORDS.search(_text(resp)):
-                        raise classify_reply(code, _text(resp), stage="mail")
-                    deferred[rcpt] = (code, _text(resp))
-            if not accepted:
-                conn.rset()
-                if deferred:
-                    rcpt, (code, text) = next(iter(deferred.items()))
-                    raise TemporaryFailure(
-                        f"every recipient was deferred, e.g. {rcpt}: {code} {text}"
-                    )
-                failure = PermanentFailure(
-                    "every recipient was refused: "
-                    + "; ".join(f"{r}: {c} {t}" for r, (c, t) in refused.items())
-                )
-                failure.refused = refused  # type: ignore[attr-defined]
-                raise failure
-            conn.putcmd("data")
-            code, resp = conn.getreply()
-            if code != 354:
-                raise classify_reply(code, _text(resp), stage="data")
-            payload = _payload(data)
-            body_sent = True
-            conn.send(payload)
-            code, resp = conn.getreply()
-            if code != 250:
-                raise classify_reply(code, _text(resp), stage="data")
-            return SendResult(tuple(accepted), refused, deferred, f"{code} {_text(resp)}")
-        except (TemporaryFailure, PermanentFailure):
-            if not body_sent:
-                self._reset_or_drop()
-            raise
-        except smtplib.SMTPResponseException as exc:
-            self._drop()
-            raise classify_reply(exc.smtp_code, _text(exc.smtp_error), stage="mail") from None
-        except (OSError, smtplib.SMTPException) as exc:
-            self._drop()
-            what = str(exc) or type(exc).__name__
-            if body_sent:
-                raise UnknownOutcome(
-                    f"the connection to {self.server.host} was lost after the message "
-                    f"went out, before the server confirmed it ({what})"
-                ) from None
-            raise TemporaryFailure(f"the connection to {self.server.host} failed: {what}") from None
 
-    def _send_pipelined(
-        self,
-        conn: smtplib.SMTP,
-        sender: str,
-        recipients: tuple[str, ...],
-        data: bytes,
-    ) -> SendResult:
-        """send() for a server with PIPELINING: the same outcomes, fewer round trips.
+        def reply(command: str) -> tuple[int, str]:
+            if not pipelined:
+                conn.putcmd(command)
+            code, resp = conn.getreply()
+            return code, _text(resp)
 
-        MAIL, the RCPTs and DATA go out in one write; the replies are judged in
-        order exactly as send() judges them one by one. A failure that leaves
-        replies unread drops the connection (a later reply could be a 354
-        waiting for a body we will not send); the body goes out only after
-        the 354, so an error before it never leaves the outcome unknown.
-        """
-        body_sent = False
+        def fail(error: Exception) -> Exception:
+            # Pipelined replies still unread: the connection cannot be reused.
+            return _Drop(error) if pipelined else error
+
         try:
-            lines = [f"mail from:{_quoteaddr(sender)}"]
-            lines.extend(f"rcpt to:{_quoteaddr(r)}" for r in recipients)
-            lines.append("data")
-            for line in lines:
-                if "\r" in line or "\n" in line:
+            if pipelined:
+                if any("\r" in c or "\n" in c for c in commands):
                     raise ValueError("command and arguments contain prohibited newline characters")
-            conn.send("".join(f"{line}\r\n" for line in lines))
-            code, resp = conn.getreply()
+                conn.send("".join(f"{c}\r\n" for c in commands))
+            code, text = reply(commands[0])
             if code != 250:
-                raise _Drop(classify_reply(code, _text(resp), stage="mail"))
+                raise fail(classify_reply(code, text, stage="mail"))
             accepted: list[str] = []
             refused: dict[str, tuple[int, str]] = {}
             deferred: dict[str, tuple[int, str]] = {}
-            for rcpt in recipients:
-                code, resp = conn.getreply()
+            for rcpt, command in zip(recipients, commands[1:-1], strict=True):
+                code, text = reply(command)
                 if code in (250, 251):
                     accepted.append(rcpt)
                 elif code >= 500:
-                    refused[rcpt] = (code, _text(resp))
+                    refused[rcpt] = (code, text)
+                elif code == 421 or _ACCOUNT_WORDS.search(text):
+                    raise fail(classify_reply(code, text, stage="mail"))
                 else:
-                    if code == 421 or _ACCOUNT_WORDS.search(_text(resp)):
-                        raise _Drop(classify_reply(code, _text(resp), stage="mail"))
-                    deferred[rcpt] = (code, _text(resp))
+                    deferred[rcpt] = (code, text)
             if not accepted:
-                failure: TemporaryFailure | PermanentFailure
-                if deferred:
-                    rcpt, (dcode, text) = next(iter(deferred.items()))
-                    failure = TemporaryFailure(
-                        f"every recipient was deferred, e.g. {rcpt}: {dcode} {text}"
-                    )
-                else:
-                    failure = PermanentFailure(
-                        "every recipient was refused: "
-                        + "; ".join(f"{r}: {c} {t}" for r, (c, t) in refused.items())
-                    )
-                    failure.refused = refused  # type: ignore[attr-defined]
+                failure = _no_recipient(refused, deferred)
+                if not pipelined:
+                    conn.rset()
+                    raise failure
                 try:
-                    code, resp = conn.getreply()  # DATA's, normally 503 or 554
+                    code, _ = conn.getreply()  # DATA's, normally 503 or 554
                 except (OSError, smtplib.SMTPException):
                     raise _Drop(failure) from None
-                if code == 354:  # a body is awaited that we will not send
-                    raise _Drop(failure)
-                raise failure
-            code, resp = conn.getreply()
+                raise _Drop(failure) if code == 354 else failure
+            code, text = reply("data")
             if code != 354:
-                raise classify_reply(code, _text(resp), stage="data")
-            payload = _payload(data)
+                raise classify_reply(code, text, stage="data")
             body_sent = True
-            conn.send(payload)
+            conn.send(_payload(data))
             code, resp = conn.getreply()
+            text = _text(resp)
             if code != 250:
-                raise classify_reply(code, _text(resp), stage="data")
-            return SendResult(tuple(accepted), refused, deferred, f"{code} {_text(resp)}")
+                raise classify_reply(code, text, stage="data")
         except _Drop as exc:
             self._drop()
             raise exc.error from None
@@ -419,6 +367,7 @@ class SmtpSender:
                     f"went out, before the server confirmed it ({what})"
                 ) from None
             raise TemporaryFailure(f"the connection to {self.server.host} failed: {what}") from None
+        return SendResult(tuple(accepted), refused, deferred, f"{code} {text}")
 
     def _reset_or_drop(self) -> None:
         conn = self._conn

@@ -158,27 +158,13 @@ class StateStore:
     def claim_and_reserve(
         self, queue_id: str, message_id: str, units: int, now: float
     ) -> tuple[int, int]:
-        """note_claim() and reserve() in one synced commit: (claims, attempt id).
+        """Count a claim and reserve its send in one synced commit: (claims, attempt id).
 
-        One commit instead of two per send: the two facts are only ever
-        written together, and a crash between them would mean nothing.
+        The two facts are only ever written together; a crash between them
+        would mean nothing, so they share a commit.
         """
         with self._tx() as db:
-            db.execute(
-                "INSERT INTO messages (queue_id, first_try, claims) VALUES (?, ?, 1)"
-                " ON CONFLICT (queue_id) DO UPDATE SET claims = claims + 1,"
-                " first_try = COALESCE(first_try, excluded.first_try)",
-                (queue_id, now),
-            )
-            row = db.execute("SELECT claims FROM messages WHERE queue_id = ?", (queue_id,))
-            claims = int(row.fetchone()[0])
-            cur = db.execute(
-                "INSERT INTO attempts (queue_id, message_id, started, units, status)"
-                " VALUES (?, ?, ?, ?, 'inflight')",
-                (queue_id, message_id, now, units),
-            )
-            assert cur.lastrowid is not None
-            return claims, cur.lastrowid
+            return _claim_reserve(db, queue_id, message_id, units, now)
 
     def settle_and_reserve(
         self,
@@ -196,37 +182,14 @@ class StateStore:
         DATA goes out, so at most one send is ever accepted but unrecorded;
         what is saved is one commit per message.
         """
-        attempt_id, done_id, finished, detail = sent
         with self._tx() as db:
-            db.execute(
-                "UPDATE attempts SET status = 'sent', finished = ?, detail = ? WHERE id = ?",
-                (finished, detail, attempt_id),
-            )
-            db.execute("DELETE FROM messages WHERE queue_id = ?", (done_id,))
-            db.execute(
-                "INSERT INTO messages (queue_id, first_try, claims) VALUES (?, ?, 1)"
-                " ON CONFLICT (queue_id) DO UPDATE SET claims = claims + 1,"
-                " first_try = COALESCE(first_try, excluded.first_try)",
-                (queue_id, now),
-            )
-            row = db.execute("SELECT claims FROM messages WHERE queue_id = ?", (queue_id,))
-            claims = int(row.fetchone()[0])
-            cur = db.execute(
-                "INSERT INTO attempts (queue_id, message_id, started, units, status)"
-                " VALUES (?, ?, ?, ?, 'inflight')",
-                (queue_id, message_id, now, units),
-            )
-            assert cur.lastrowid is not None
-            return claims, cur.lastrowid
+            _record_sent(db, *sent)
+            return _claim_reserve(db, queue_id, message_id, units, now)
 
     def finish_sent(self, attempt_id: int, queue_id: str, now: float, detail: str = "") -> None:
         """Record a completed send and forget the message's retry state, in one commit."""
         with self._tx() as db:
-            db.execute(
-                "UPDATE attempts SET status = 'sent', finished = ?, detail = ? WHERE id = ?",
-                (now, detail, attempt_id),
-            )
-            db.execute("DELETE FROM messages WHERE queue_id = ?", (queue_id,))
+            _record_sent(db, attempt_id, queue_id, now, detail)
 
     def finish(self, attempt_id: int, status: str, now: float, detail: str = "") -> None:
         """Settle an attempt: sent, unknown (kept counted) or released (not counted)."""
@@ -311,24 +274,6 @@ class StateStore:
             if info is not None:
                 out[info.queue_id] = info
         return out
-
-    def note_claim(self, queue_id: str, now: float) -> int:
-        """A send is about to start; returns how many times the message has been claimed.
-
-        Claims that never reach a settled attempt are crashes: the caller fails a
-        message that keeps crashing the daemon instead of looping on it.
-        """
-        with self._tx() as db:
-            db.execute(
-                "INSERT INTO messages (queue_id, first_try, claims) VALUES (?, ?, 1)"
-                " ON CONFLICT (queue_id) DO UPDATE SET claims = claims + 1,"
-                " first_try = COALESCE(first_try, excluded.first_try)",
-                (queue_id, now),
-            )
-            row = db.execute(
-                "SELECT claims FROM messages WHERE queue_id = ?", (queue_id,)
-            ).fetchone()
-            return int(row[0])
 
     def settle_claim(self, queue_id: str) -> None:
         """The claim ended normally (whatever the outcome): it was not a crash."""
@@ -493,3 +438,36 @@ def _attempt(row: tuple[Any, ...]) -> Attempt:
         float(finished) if finished is not None else None,
         str(detail),
     )
+
+
+def _claim_reserve(
+    db: sqlite3.Connection, queue_id: str, message_id: str, units: int, now: float
+) -> tuple[int, int]:
+    """Inside a transaction: one more claim of the message, and its send reserved
+    (counted against the limit) as an in-flight attempt."""
+    db.execute(
+        "INSERT INTO messages (queue_id, first_try, claims) VALUES (?, ?, 1)"
+        " ON CONFLICT (queue_id) DO UPDATE SET claims = claims + 1,"
+        " first_try = COALESCE(first_try, excluded.first_try)",
+        (queue_id, now),
+    )
+    row = db.execute("SELECT claims FROM messages WHERE queue_id = ?", (queue_id,))
+    claims = int(row.fetchone()[0])
+    cur = db.execute(
+        "INSERT INTO attempts (queue_id, message_id, started, units, status)"
+        " VALUES (?, ?, ?, ?, 'inflight')",
+        (queue_id, message_id, now, units),
+    )
+    assert cur.lastrowid is not None
+    return claims, cur.lastrowid
+
+
+def _record_sent(
+    db: sqlite3.Connection, attempt_id: int, queue_id: str, finished: float, detail: str
+) -> None:
+    """Inside a transaction: the attempt was accepted; the message needs no retry state."""
+    db.execute(
+        "UPDATE attempts SET status = 'sent', finished = ?, detail = ? WHERE id = ?",
+        (finished, detail, attempt_id),
+    )
+    db.execute("DELETE FROM messages WHERE queue_id = ?", (queue_id,))

@@ -82,19 +82,24 @@ def _outcome(pipelining: bool, case: str) -> tuple[object, ...]:
     try:
         CASES[case](srv.script)
         t = SmtpSender(Server(srv.host, srv.port, "none"), _NoLogin(), timeout=5.0)
-        used: list[bool] = []
-        real = t._send_pipelined
+        # Sequential sends issue MAIL through putcmd(); pipelined ones write the
+        # whole group at once and never do.
+        t.connect()
+        conn = t._conn
+        assert conn is not None
+        one_by_one: list[str] = []
+        real = conn.putcmd
 
-        def spy(*a: object) -> object:
-            used.append(True)
-            return real(*a)  # type: ignore[arg-type]
+        def spy(cmd: str, args: str = "") -> None:
+            one_by_one.append(cmd)
+            real(cmd, args)
 
-        t._send_pipelined = spy  # type: ignore[method-assign]
+        conn.putcmd = spy  # type: ignore[method-assign]
         try:
             got: object = t.send("reception@practice.example", RCPTS, MSG)
         except Exception as exc:
             got = (type(exc).__name__, str(exc), getattr(exc, "refused", None))
-        assert bool(used) == pipelining
+        assert any(c.startswith("mail from") for c in one_by_one) == (not pipelining)
         # The connection is still usable (or reopened) for the next message.
         CASES["ok"](srv.script)
         srv.script.rcpt.clear()
