@@ -74,9 +74,6 @@ IDLE_CLOSE_AFTER = 10.0
 # one step per consecutive refusal, the last repeating.
 # How long to wait before retrying after the spool or the state store could not be written.
 STORAGE_RETRY = 5.0
-# What the storage probe writes (into SPOOL/tmp/, as a dot-file nobody picks up).
-_PROBE_NAME = ".exactmaild-storage-probe"
-_PROBE_DATA = b"x" * 4096
 
 
 class Clock(Protocol):
@@ -810,17 +807,7 @@ class Sender:
 
     def _probe_storage(self) -> None:
         """Raise unless the spool takes a small write and the state store a commit."""
-        path = self.spool.dir("tmp") / _PROBE_NAME
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            os.write(fd, _PROBE_DATA)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+        self.spool.probe_writable()
         self.state.put(storage_error=None)
 
     def _recover_storage(self, now: float) -> bool:

@@ -35,6 +35,8 @@ from exactmaild.durable import write_new
 STATES = ("new", "active", "deferred", "hold", "failed", "cancelled")
 DIRS = ("tmp", *STATES)
 REASON_SUFFIX = ".reason"
+# A dot-file: producers' and the daemon's scans never take it for a message.
+_PROBE_NAME = ".exactmaild-storage-probe"
 
 # Public state names (status, metrics) for the directories.
 STATE_NAMES = {
@@ -274,6 +276,21 @@ class Spool:
                     os.unlink(self.dir("failed") / (name + REASON_SUFFIX))
             return src
         raise FileNotFoundError(errno.ENOENT, f"no such message {name}", name)
+
+    def probe_writable(self) -> None:
+        """Raise unless the spool takes a small durable write (after ENOSPC, say).
+
+        4 KiB, not one byte: a nearly full filesystem can take a tiny write and
+        still fail the next message.
+        """
+        path = self.dir("tmp") / _PROBE_NAME
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        try:
+            write_new(path, b"x" * 4096, 0o600)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
     # -- producers ----------------------------------------------------------------
 
