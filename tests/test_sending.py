@@ -194,3 +194,17 @@ def test_flush_without_daemon_says_so(tmp_path: Path, smtp_server: SmtpServer) -
     cfg = write_config(tmp_path, smtp_server)
     r = exactmaild("flush", "-c", str(cfg))
     assert r.returncode == 69 and b"not running" in r.stderr
+
+
+def test_connection_reused_while_messages_wait(tmp_path: Path, smtp_server: SmtpServer) -> None:
+    cfg = write_config(tmp_path, smtp_server)
+    spool = Spool(tmp_path / "spool")
+    for n in range(5):
+        spool.submit(message(n))
+    d = Daemon(cfg)
+    d.wait_ready(metrics_port(cfg))
+    try:
+        assert len(smtp_server.sink.wait_for(5)) == 5, d.log()
+    finally:
+        assert d.stop() == 0
+    assert smtp_server.sink.ehlos == 1  # five messages, one connection
