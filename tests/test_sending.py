@@ -180,6 +180,8 @@ def test_flush_ignores_delay_not_cap(tmp_path: Path, smtp_server: SmtpServer) ->
         assert len(smtp_server.sink.wait_for(1)) == 1
         time.sleep(0.5)
         assert len(smtp_server.sink.messages) == 1  # the next is an hour away
+        # ... so the connection is not held open for it.
+        assert wait_until(lambda: "smtp_closed_idle" in d.log()), d.log()
         r = exactmaild("flush", "-c", str(cfg))
         assert r.returncode == 0, r.stderr
         assert len(smtp_server.sink.wait_for(3)) == 3
