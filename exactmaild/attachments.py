@@ -32,6 +32,7 @@ from email.parser import BytesParser
 from pathlib import Path
 
 from exactmaild.config import Receive
+from exactmaild.durable import write_new
 
 MAX_NAME_BYTES = 120  # well under every filesystem's 255, leaving room for a suffix
 _WINDOWS_RESERVED = set('<>:"|?*')
@@ -215,24 +216,9 @@ def save_attachment(directory: Path, name: str | None, payload: bytes) -> Path:
             try:
                 # Relative to the directory's fd, never following a symlink,
                 # and only if no such name exists: no traversal, no overwrite.
-                fd = os.open(
-                    candidate,
-                    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                    0o640,
-                    dir_fd=dfd,
-                )
+                write_new(candidate, payload, 0o640, dir_fd=dfd)
             except FileExistsError:
                 continue
-            try:
-                view = memoryview(payload)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            except BaseException:
-                os.close(fd)
-                os.unlink(candidate, dir_fd=dfd)
-                raise
-            os.close(fd)
             # The note in the message names this file: it must exist once the message does.
             os.fsync(dfd)
             return directory / candidate

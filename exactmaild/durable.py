@@ -21,9 +21,18 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_new(path: Path, data: bytes, mode: int) -> None:
-    """Create `path` with `data`, fsync'd; on any failure leave nothing behind."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+def write_new(path: Path | str, data: bytes, mode: int, *, dir_fd: int | None = None) -> None:
+    """Create `path` with `data`, fsync'd; on any failure leave nothing behind.
+
+    With `dir_fd`, `path` is a name in that open directory: the directory is
+    the one opened, whatever its path points at by now (no symlink followed).
+    """
+    fd = os.open(
+        path,
+        os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+        mode,
+        dir_fd=dir_fd,
+    )
     try:
         view = memoryview(data)
         while view:
@@ -32,6 +41,6 @@ def write_new(path: Path, data: bytes, mode: int) -> None:
     except BaseException:
         os.close(fd)
         with contextlib.suppress(OSError):
-            os.unlink(path)
+            os.unlink(path, dir_fd=dir_fd)
         raise
     os.close(fd)

@@ -15,6 +15,8 @@ the small interface `exactmaild.receiver` drives:
 The adapters keep their receive position through `StateStore` methods (the
 store is the only writer of state): a message's position is recorded only
 after `deliver` returned, so a crash re-fetches at most that one message.
+The connection steps both adapters take (connect, STARTTLS, login, close)
+are `exactmaild.mailbox.common.Adapter`; the adapters add only the commands.
 """
 
 from __future__ import annotations

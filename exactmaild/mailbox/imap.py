@@ -19,12 +19,10 @@ Message-ID with an already delivered one is skipped, the accepted price.
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime as dt
 import hashlib
 import imaplib
 import re
-import socket
 import ssl
 import time
 from collections.abc import Iterable
@@ -32,27 +30,10 @@ from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from exactmaild.config import Incoming
-from exactmaild.credentials import Credentials
-from exactmaild.errors import ExactmailError
-from exactmaild.mailbox import (
-    DEFAULT_TIMEOUT,
-    Deliver,
-    LoginFailure,
-    MailboxFailure,
-    OnStep,
-    describe,
-    open_socket,
-    peer_is_loopback,
-    tls_context,
-    wrap_tls,
-    xoauth2,
-)
-
-if TYPE_CHECKING:
-    from exactmaild.state import StateStore
+from exactmaild.mailbox import Deliver, LoginFailure, MailboxFailure, OnStep, describe, xoauth2
+from exactmaild.mailbox.common import Adapter, OwnSocket
 
 # Errors a server or the network can cause while talking IMAP.
 _WIRE_ERRORS = (OSError, EOFError, imaplib.IMAP4.error, ValueError)
@@ -75,131 +56,55 @@ class FolderInfo:
     exists: int
 
 
-class _IMAP4(imaplib.IMAP4):
+class _IMAP4(OwnSocket, imaplib.IMAP4):
     """imaplib with our own socket: DNS, connect and (implicit) TLS as separate steps."""
 
-    def __init__(
-        self,
-        incoming: Incoming,
-        timeout: float,
-        ctx: ssl.SSLContext | None,
-        on_step: OnStep | None,
-    ) -> None:
-        self._incoming = incoming
-        self._ctx = ctx
-        self._on_step = on_step
-        super().__init__(incoming.host, incoming.port, timeout)
 
-    def _create_socket(self, timeout: float | None = None) -> socket.socket:
-        sock = open_socket(self._incoming, timeout or DEFAULT_TIMEOUT, self._on_step)
-        if self._ctx is not None:
-            return wrap_tls(
-                sock, self._ctx, self._incoming.host, self._incoming.port, self._on_step
-            )
-        return sock
-
-
-class IMAPMailbox:
+class IMAPMailbox(Adapter[_IMAP4]):
     """One IMAP connection to `incoming` (see the module docstring for what it keeps)."""
 
-    def __init__(
-        self,
-        incoming: Incoming,
-        credentials: Credentials,
-        state: StateStore | None,
-        *,
-        timeout: float = DEFAULT_TIMEOUT,
-        log: Any = None,
-    ) -> None:
-        self.incoming = incoming
-        self.credentials = credentials
-        self._state = state
-        self.timeout = timeout
-        self.log = log
-        self.key = f"imap:{credentials.username}@{incoming.host}/{incoming.folder}"
-        self.fetches = 0
-        self._imap: _IMAP4 | None = None
-        self._folder: FolderInfo | None = None
+    wire_errors = _WIRE_ERRORS
+    greets_as = "an IMAP server"
+    starttls_command = "STARTTLS"
+    _folder: FolderInfo | None = None  # set by open_folder
 
-    # -- connection ------------------------------------------------------------
-
-    def connect(self, on_step: OnStep | None = None) -> None:
+    def _position_key(self) -> str:
         inc = self.incoming
-        ctx = tls_context(inc.tls_ca_file) if inc.security != "none" else None
-        try:
-            imap = _IMAP4(inc, self.timeout, ctx if inc.security == "tls" else None, on_step)
-        except ExactmailError:
-            raise
-        except _WIRE_ERRORS as exc:
-            raise MailboxFailure(
-                "connect",
-                f"{inc.host} port {inc.port} did not greet as an IMAP server ({describe(exc)}): "
-                "check incoming.port, incoming.protocol and incoming.security",
-            ) from exc
-        self._imap = imap
-        if inc.security == "starttls":
-            assert ctx is not None
-            self._starttls(imap, ctx, on_step)
-        self._login(imap, on_step)
+        return f"imap:{self.credentials.username}@{inc.host}/{inc.folder}"
 
-    def _starttls(self, imap: _IMAP4, ctx: ssl.SSLContext, on_step: OnStep | None) -> None:
+    # -- connection (the steps are in Adapter) ------------------------------------
+
+    def _open(self, ctx: ssl.SSLContext | None, on_step: OnStep | None) -> _IMAP4:
+        return _IMAP4(self.incoming, self.timeout, ctx, on_step)
+
+    def _starttls(self, client: _IMAP4, ctx: ssl.SSLContext, on_step: OnStep | None) -> None:
         inc = self.incoming
-        if "STARTTLS" not in imap.capabilities:
+        if "STARTTLS" not in client.capabilities:
             self.close()
             raise MailboxFailure(
                 "TLS",
                 f"{inc.host} port {inc.port} does not offer STARTTLS: use security: tls "
                 "(usually port 993) or ask the provider",
             )
-        try:
-            imap.starttls(ssl_context=ctx)
-        except ssl.SSLCertVerificationError as exc:
-            self.close()
-            raise MailboxFailure(
-                "TLS",
-                f"the certificate of {inc.host} port {inc.port} is not trusted "
-                f"({exc.verify_message or exc}): if the server uses a private CA or a "
-                "self-signed certificate, set incoming.tls_ca_file to it; check that "
-                "incoming.host is the name on the certificate",
-            ) from exc
-        except _WIRE_ERRORS as exc:
-            self.close()
-            raise MailboxFailure(
-                "TLS", f"STARTTLS with {inc.host} port {inc.port} failed ({describe(exc)})"
-            ) from exc
-        if on_step:
-            sock = imap.sock
-            version = sock.version() if isinstance(sock, ssl.SSLSocket) else "TLS"
-            on_step("TLS", f"STARTTLS, {version}, certificate verified for {inc.host}")
+        super()._starttls(client, ctx, on_step)
 
-    def _login(self, imap: _IMAP4, on_step: OnStep | None) -> None:
-        creds = self.credentials
-        inc = self.incoming
-        if creds.method == "none":
-            if imap.state == "AUTH":  # PREAUTH greeting: the server logged us in
-                if on_step:
-                    on_step("login", "pre-authenticated by the server")
-                return
-            self.close()
-            raise LoginFailure(
-                f"{inc.host} asks for a login but account.auth.method is none: "
-                "set the method and its secret"
-            )
-        if inc.security == "none" and not peer_is_loopback(imap.sock):
-            # check-config refuses this too; this is the last line of defence.
-            self.close()
-            raise MailboxFailure(
-                "login",
-                f"refusing to send credentials unencrypted to {inc.host}: "
-                "use security: tls or starttls (security: none is for loopback only)",
-            )
+    def _start_tls(self, client: _IMAP4, ctx: ssl.SSLContext) -> None:
+        client.starttls(ssl_context=ctx)
+
+    def _without_login(self, client: _IMAP4, on_step: OnStep | None) -> None:
+        if client.state == "AUTH":  # PREAUTH greeting: the server logged us in
+            if on_step:
+                on_step("login", "pre-authenticated by the server")
+            return
+        self.close()
+        raise LoginFailure(
+            f"{self.incoming.host} asks for a login but account.auth.method is none: "
+            "set the method and its secret"
+        )
+
+    def _authenticate(self, client: _IMAP4, username: str, secret: str) -> str:
         try:
-            secret = creds.secret()
-        except ExactmailError:
-            self.close()
-            raise
-        try:
-            if creds.method == "oauth2":
+            if self.credentials.method == "oauth2":
                 sent = False
 
                 def answer(_challenge: bytes) -> bytes:
@@ -209,58 +114,31 @@ class IMAPMailbox:
                     if sent:
                         return b""
                     sent = True
-                    return xoauth2(creds.username, secret).encode()
+                    return xoauth2(username, secret).encode()
 
-                imap.authenticate("XOAUTH2", answer)
-                how = "XOAUTH2"
-            else:
-                imap.login(creds.username, secret)
-                how = "LOGIN"
+                client.authenticate("XOAUTH2", answer)
+                return "XOAUTH2"
+            client.login(username, secret)
+            return "LOGIN"
         except imaplib.IMAP4.abort as exc:
-            self.close()
             raise MailboxFailure(
                 "login", f"the connection broke during login ({describe(exc)})"
             ) from exc
-        except imaplib.IMAP4.error as exc:
-            self.close()
-            text = describe(exc)
-            if any(code in text for code in _TEMPORARY_LOGIN_CODES):
-                raise MailboxFailure(
-                    "login", f"{inc.host} cannot log in {creds.username} right now ({text})"
-                ) from exc
-            creds.invalidate()
-            raise LoginFailure(
-                f"{inc.host} refused the login for {creds.username} ({text}): check "
-                "account.auth.username and the password file (or the OAuth2 grant)"
-            ) from exc
-        except _WIRE_ERRORS as exc:
-            self.close()
-            raise MailboxFailure("login", f"login failed ({describe(exc)})") from exc
-        if on_step:
-            on_step("login", f"{creds.username} logged in ({how})")
 
-    def close(self) -> None:
-        imap, self._imap = self._imap, None
-        if imap is None:
-            return
-        try:
-            imap.logout()
-        except Exception:  # a polite goodbye only; the socket is closed either way
-            with contextlib.suppress(Exception):
-                imap.shutdown()
+    def _refusal(self, exc: BaseException) -> tuple[str, bool] | None:
+        if not isinstance(exc, imaplib.IMAP4.error):
+            return None
+        text = describe(exc)
+        return text, any(code in text for code in _TEMPORARY_LOGIN_CODES)
+
+    def _goodbye(self, client: _IMAP4) -> None:
+        client.logout()
+
+    def _drop(self, client: _IMAP4) -> None:
+        # A polite goodbye only; the socket is closed either way.
+        client.shutdown()
 
     # -- folder ------------------------------------------------------------------
-
-    def state(self) -> StateStore:
-        """The state store: needed to receive, not to test a connection."""
-        if self._state is None:
-            raise MailboxFailure("fetch", "no state store: this connection only tests the login")
-        return self._state
-
-    def _conn(self) -> _IMAP4:
-        if self._imap is None:
-            raise MailboxFailure("connect", "not connected")
-        return self._imap
 
     def select(self, folder: str) -> FolderInfo:
         """EXAMINE `folder` (read-only: nothing we do can change a flag)."""

@@ -16,31 +16,12 @@ deleted at the next check without being delivered again.
 from __future__ import annotations
 
 import base64
-import contextlib
 import poplib
-import socket
 import ssl
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from exactmaild.config import Incoming
-from exactmaild.credentials import Credentials
-from exactmaild.errors import ExactmailError
-from exactmaild.mailbox import (
-    DEFAULT_TIMEOUT,
-    Deliver,
-    LoginFailure,
-    MailboxFailure,
-    OnStep,
-    describe,
-    open_socket,
-    peer_is_loopback,
-    tls_context,
-    wrap_tls,
-    xoauth2,
-)
-
-if TYPE_CHECKING:
-    from exactmaild.state import StateStore
+from exactmaild.mailbox import Deliver, LoginFailure, MailboxFailure, OnStep, describe, xoauth2
+from exactmaild.mailbox.common import Adapter, OwnSocket
 
 # poplib refuses lines over 2048 bytes (RFC 1939 says 512), but real mail has
 # far longer ones (unwrapped HTML, base64 without breaks); refusing them would
@@ -53,28 +34,8 @@ _WIRE_ERRORS = (OSError, EOFError, poplib.error_proto, ValueError)
 _TEMPORARY_LOGIN_CODES = (b"[SYS/TEMP]", b"[IN-USE]", b"[LOGIN-DELAY]")
 
 
-class _POP3(poplib.POP3):
+class _POP3(OwnSocket, poplib.POP3):
     """poplib with our own socket: DNS, connect and (implicit) TLS as separate steps."""
-
-    def __init__(
-        self,
-        incoming: Incoming,
-        timeout: float,
-        ctx: ssl.SSLContext | None,
-        on_step: OnStep | None,
-    ) -> None:
-        self._incoming = incoming
-        self._ctx = ctx
-        self._on_step = on_step
-        super().__init__(incoming.host, incoming.port, timeout)
-
-    def _create_socket(self, timeout: float) -> socket.socket:
-        sock = open_socket(self._incoming, timeout or DEFAULT_TIMEOUT, self._on_step)
-        if self._ctx is not None:
-            return wrap_tls(
-                sock, self._ctx, self._incoming.host, self._incoming.port, self._on_step
-            )
-        return sock
 
     def auth_xoauth2(self, sasl: str) -> None:
         """AUTH XOAUTH2 with the initial response on the command line (RFC 5034)."""
@@ -88,139 +49,64 @@ class _POP3(poplib.POP3):
             raw._getresp()
 
 
-class POP3Mailbox:
+class POP3Mailbox(Adapter[_POP3]):
     """One POP3 session with `incoming` (see the module docstring for what it keeps)."""
 
-    def __init__(
-        self,
-        incoming: Incoming,
-        credentials: Credentials,
-        state: StateStore | None,
-        *,
-        timeout: float = DEFAULT_TIMEOUT,
-        log: Any = None,
-    ) -> None:
-        self.incoming = incoming
-        self.credentials = credentials
-        self._state = state
-        self.timeout = timeout
-        self.log = log
-        self.key = f"pop3:{credentials.username}@{incoming.host}"
-        self.fetches = 0
-        self._no_top = False
-        self._pop: _POP3 | None = None
+    wire_errors = _WIRE_ERRORS
+    greets_as = "a POP3 server"
+    starttls_command = "STLS"
+    starttls_hint = ": use security: tls (usually port 995) if the server has no STLS"
+    _no_top = False  # set when the server refuses TOP
 
-    # -- connection ------------------------------------------------------------
+    def _position_key(self) -> str:
+        return f"pop3:{self.credentials.username}@{self.incoming.host}"
 
-    def connect(self, on_step: OnStep | None = None) -> None:
-        inc = self.incoming
-        ctx = tls_context(inc.tls_ca_file) if inc.security != "none" else None
-        try:
-            pop = _POP3(inc, self.timeout, ctx if inc.security == "tls" else None, on_step)
-        except ExactmailError:
-            raise
-        except _WIRE_ERRORS as exc:
-            raise MailboxFailure(
-                "connect",
-                f"{inc.host} port {inc.port} did not greet as a POP3 server ({describe(exc)}): "
-                "check incoming.port, incoming.protocol and incoming.security",
-            ) from exc
-        self._pop = pop
-        if inc.security == "starttls":
-            assert ctx is not None
-            try:
-                pop.stls(context=ctx)
-            except ssl.SSLCertVerificationError as exc:
-                self.close()
-                raise MailboxFailure(
-                    "TLS",
-                    f"the certificate of {inc.host} port {inc.port} is not trusted "
-                    f"({exc.verify_message or exc}): if the server uses a private CA or a "
-                    "self-signed certificate, set incoming.tls_ca_file to it; check that "
-                    "incoming.host is the name on the certificate",
-                ) from exc
-            except _WIRE_ERRORS as exc:
-                self.close()
-                raise MailboxFailure(
-                    "TLS",
-                    f"STLS with {inc.host} port {inc.port} failed ({describe(exc)}): "
-                    "use security: tls (usually port 995) if the server has no STLS",
-                ) from exc
-            if on_step:
-                sock = pop.sock
-                version = sock.version() if isinstance(sock, ssl.SSLSocket) else "TLS"
-                on_step("TLS", f"STLS, {version}, certificate verified for {inc.host}")
-        self._login(pop, on_step)
+    @property
+    def _pop(self) -> _POP3 | None:
+        """The session (tests drop it to play a lost QUIT)."""
+        return self._client
 
-    def _login(self, pop: _POP3, on_step: OnStep | None) -> None:
-        creds = self.credentials
-        inc = self.incoming
-        if creds.method == "none":
-            self.close()
-            raise LoginFailure(
-                f"POP3 always needs a login but account.auth.method is none: "
-                f"set the method and its secret for {inc.host}"
-            )
-        if inc.security == "none" and not peer_is_loopback(pop.sock):
-            self.close()
-            raise MailboxFailure(
-                "login",
-                f"refusing to send credentials unencrypted to {inc.host}: "
-                "use security: tls or starttls (security: none is for loopback only)",
-            )
-        try:
-            secret = creds.secret()
-        except ExactmailError:
-            self.close()
-            raise
-        try:
-            if creds.method == "oauth2":
-                pop.auth_xoauth2(xoauth2(creds.username, secret))
-                how = "XOAUTH2"
-            else:
-                pop.user(creds.username)
-                pop.pass_(secret)
-                how = "USER/PASS"
-        except poplib.error_proto as exc:
-            self.close()
-            raw = exc.args[0] if exc.args and isinstance(exc.args[0], bytes) else b""
-            text = raw.decode(errors="replace") or describe(exc)
-            if any(code in raw for code in _TEMPORARY_LOGIN_CODES):
-                raise MailboxFailure(
-                    "login", f"{inc.host} cannot log in {creds.username} right now ({text})"
-                ) from exc
-            creds.invalidate()
-            raise LoginFailure(
-                f"{inc.host} refused the login for {creds.username} ({text}): check "
-                "account.auth.username and the password file (or the OAuth2 grant)"
-            ) from exc
-        except _WIRE_ERRORS as exc:
-            self.close()
-            raise MailboxFailure("login", f"login failed ({describe(exc)})") from exc
-        if on_step:
-            on_step("login", f"{creds.username} logged in ({how})")
+    @_pop.setter
+    def _pop(self, pop: _POP3 | None) -> None:
+        self._client = pop
 
-    def close(self) -> None:
+    # -- connection (the steps are in Adapter) ------------------------------------
+
+    def _open(self, ctx: ssl.SSLContext | None, on_step: OnStep | None) -> _POP3:
+        return _POP3(self.incoming, self.timeout, ctx, on_step)
+
+    def _start_tls(self, client: _POP3, ctx: ssl.SSLContext) -> None:
+        client.stls(context=ctx)
+
+    def _without_login(self, client: _POP3, on_step: OnStep | None) -> None:
+        self.close()
+        raise LoginFailure(
+            f"POP3 always needs a login but account.auth.method is none: "
+            f"set the method and its secret for {self.incoming.host}"
+        )
+
+    def _authenticate(self, client: _POP3, username: str, secret: str) -> str:
+        if self.credentials.method == "oauth2":
+            client.auth_xoauth2(xoauth2(username, secret))
+            return "XOAUTH2"
+        client.user(username)
+        client.pass_(secret)
+        return "USER/PASS"
+
+    def _refusal(self, exc: BaseException) -> tuple[str, bool] | None:
+        if not isinstance(exc, poplib.error_proto):
+            return None
+        raw = exc.args[0] if exc.args and isinstance(exc.args[0], bytes) else b""
+        text = raw.decode(errors="replace") or describe(exc)
+        return text, any(code in raw for code in _TEMPORARY_LOGIN_CODES)
+
+    def _goodbye(self, client: _POP3) -> None:
         """QUIT: this is also what makes the server apply the DELEs of this session."""
-        pop, self._pop = self._pop, None
-        if pop is None:
-            return
-        try:
-            pop.quit()
-        except Exception:  # the DELEs are re-sent next check: seen UIDLs are recorded
-            with contextlib.suppress(Exception):
-                pop.close()
+        client.quit()
 
-    def state(self) -> StateStore:
-        """The state store: needed to receive, not to test a connection."""
-        if self._state is None:
-            raise MailboxFailure("fetch", "no state store: this connection only tests the login")
-        return self._state
-
-    def _conn(self) -> _POP3:
-        if self._pop is None:
-            raise MailboxFailure("connect", "not connected")
-        return self._pop
+    def _drop(self, client: _POP3) -> None:
+        # The DELEs are re-sent next check: seen UIDLs are recorded.
+        client.close()
 
     # -- mailbox ------------------------------------------------------------------
 
