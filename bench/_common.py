@@ -28,6 +28,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -382,6 +383,34 @@ def workdir(prefix: str) -> Iterator[Path]:
     finally:
         if not os.environ.get("BENCH_KEEP"):
             shutil.rmtree(d, ignore_errors=True)
+
+
+@dataclass
+class Run:
+    """One benchmark run: its work dir, the sink, the config and the daemon sending to it."""
+
+    work: Path
+    sink: AioSink
+    config: Path
+    metrics_port: int
+    daemon: Daemon
+
+
+@contextmanager
+def aio_run(prefix: str, n: int, **send: Any) -> Iterator[Run]:
+    """An AioSink, a spool of `n` messages and the daemon draining it; all stopped after."""
+    with workdir(prefix) as w:
+        sink = AioSink(w)
+        try:
+            cfg, mport = write_config(w, sink.port, **send)
+            fill_spool(w / "spool", n)
+            d = Daemon(cfg)
+            try:
+                yield Run(w, sink, cfg, mport, d)
+            finally:
+                d.stop()
+        finally:
+            sink.close()
 
 
 def median(values: list[float]) -> float:

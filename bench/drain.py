@@ -42,6 +42,7 @@ from _common import (
     Daemon,
     SentWatcher,
     SmtpSink,
+    aio_run,
     fill_spool,
     machine,
     median,
@@ -141,28 +142,18 @@ def pickup_latency(drops: int) -> list[float]:
     """Seconds from rename into new/ to the server's arrival stamp, per drop."""
     from _common import drop, message
 
-    with workdir("pickup") as w:
-        sink = AioSink(w)
-        try:
-            cfg, mport = write_config(w, sink.port)
-            fill_spool(w / "spool", 0)
-            d = Daemon(cfg)
-            try:
-                d.wait_metrics(mport)
-                time.sleep(0.5)  # let it settle into its idle wait
-                out = []
-                for i in range(drops):
-                    t = drop(w / "spool", f"drop{i:04d}", message(i))
-                    arrived = sink.wait(i + 1, 10, poll=0.002)
-                    if arrived is None:
-                        raise RuntimeError(f"drop {i} not delivered in 10 s: {d.log()[-1500:]}")
-                    out.append(arrived - t)
-                    time.sleep(0.05)
-                return out
-            finally:
-                d.stop()
-        finally:
-            sink.close()
+    with aio_run("pickup", 0) as run:
+        run.daemon.wait_metrics(run.metrics_port)
+        time.sleep(0.5)  # let it settle into its idle wait
+        out = []
+        for i in range(drops):
+            t = drop(run.work / "spool", f"drop{i:04d}", message(i))
+            arrived = run.sink.wait(i + 1, 10, poll=0.002)
+            if arrived is None:
+                raise RuntimeError(f"drop {i} not delivered in 10 s: {run.daemon.log()[-1500:]}")
+            out.append(arrived - t)
+            time.sleep(0.05)
+        return out
 
 
 def main(argv: list[str] | None = None) -> int:

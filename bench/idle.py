@@ -26,17 +26,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
-    AioSink,
-    Daemon,
-    fill_spool,
+    aio_run,
     machine,
     median,
     proc_cpu,
     proc_ctxt_switches,
     proc_rss_kb,
     table,
-    workdir,
-    write_config,
 )
 
 BUDGET_PER_MINUTE = 0.1
@@ -44,25 +40,15 @@ BUDGET_PER_MINUTE = 0.1
 
 def idle_run(seconds: float) -> tuple[float, int, int, int]:
     """(CPU seconds, voluntary switches, involuntary switches, RSS kB) over `seconds`."""
-    with workdir("idle") as w:
-        sink = AioSink(w)
-        try:
-            cfg, mport = write_config(w, sink.port, immediately=False, delay="60s")
-            fill_spool(w / "spool", 0)
-            d = Daemon(cfg)
-            try:
-                d.wait_metrics(mport)
-                time.sleep(2.0)
-                pid = d.daemon_pid()
-                cpu0, (v0, i0) = proc_cpu(pid), proc_ctxt_switches(pid)
-                time.sleep(seconds)
-                cpu1, (v1, i1) = proc_cpu(pid), proc_ctxt_switches(pid)
-                rss = proc_rss_kb(pid)
-            finally:
-                d.stop()
-            return cpu1 - cpu0, v1 - v0, i1 - i0, rss
-        finally:
-            sink.close()
+    with aio_run("idle", 0, immediately=False, delay="60s") as run:
+        run.daemon.wait_metrics(run.metrics_port)
+        time.sleep(2.0)
+        pid = run.daemon.daemon_pid()
+        cpu0, (v0, i0) = proc_cpu(pid), proc_ctxt_switches(pid)
+        time.sleep(seconds)
+        cpu1, (v1, i1) = proc_cpu(pid), proc_ctxt_switches(pid)
+        rss = proc_rss_kb(pid)
+    return cpu1 - cpu0, v1 - v0, i1 - i0, rss
 
 
 def main(argv: list[str] | None = None) -> int:

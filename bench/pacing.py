@@ -26,36 +26,22 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
-    AioSink,
-    Daemon,
-    fill_spool,
+    aio_run,
     machine,
     median,
     percentile,
     table,
-    workdir,
-    write_config,
 )
 
 
 def gaps(n: int, delay_ms: float) -> list[float]:
     """Arrival gaps in milliseconds for one paced run of n messages."""
-    with workdir("pacing") as w:
-        sink = AioSink(w)
-        try:
-            cfg, _ = write_config(w, sink.port, immediately=False, delay=f"{delay_ms:g}ms")
-            fill_spool(w / "spool", n)
-            d = Daemon(cfg)
-            try:
-                timeout = 30 + n * delay_ms / 1000 * 2
-                if sink.wait(n, timeout) is None:
-                    raise RuntimeError(f"only {sink.count} of {n} sent: {d.log()[-1500:]}")
-            finally:
-                d.stop()
-            t = sink.stamps()
-            return [1000 * (b - a) for a, b in itertools.pairwise(t)]
-        finally:
-            sink.close()
+    with aio_run("pacing", n, immediately=False, delay=f"{delay_ms:g}ms") as run:
+        timeout = 30 + n * delay_ms / 1000 * 2
+        if run.sink.wait(n, timeout) is None:
+            raise RuntimeError(f"only {run.sink.count} of {n} sent: {run.daemon.log()[-1500:]}")
+        t = run.sink.stamps()  # all n arrived: nothing more can come
+    return [1000 * (b - a) for a, b in itertools.pairwise(t)]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,50 +31,37 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
     REPO,
-    AioSink,
-    Daemon,
-    fill_spool,
+    aio_run,
     machine,
     median,
     proc_rss_kb,
     table,
-    workdir,
-    write_config,
 )
 
 
 def scale_run(n: int) -> tuple[float, float, float, float]:
     """(start-up s, first send s, RSS MB, queue list s) for a spool of n messages."""
-    with workdir("scale") as w:
-        sink = AioSink(w)
-        try:
-            cfg, mport = write_config(w, sink.port, immediately=False, delay="1h")
-            fill_spool(w / "spool", n)
-            d = Daemon(cfg)
-            try:
-                up = d.wait_metrics(mport, timeout=300) - d.started
-                first_at = sink.wait(1, 300)
-                if first_at is None:
-                    raise RuntimeError(f"nothing sent: {d.log()[-1500:]}")
-                first = first_at - d.started
-                time.sleep(0.2)
-                rss = proc_rss_kb(d.daemon_pid()) / 1024
-                t0 = time.perf_counter()
-                r = subprocess.run(
-                    [sys.executable, "-m", "exactmaild", "-c", str(cfg), "queue", "list"],
-                    cwd=REPO,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE,
-                    timeout=300,
-                )
-                listing = time.perf_counter() - t0
-                if r.returncode != 0:
-                    raise RuntimeError(f"queue list failed: {r.stderr.decode()[-800:]}")
-            finally:
-                d.stop()
-            return up, first, rss, listing
-        finally:
-            sink.close()
+    with aio_run("scale", n, immediately=False, delay="1h") as run:
+        d = run.daemon
+        up = d.wait_metrics(run.metrics_port, timeout=300) - d.started
+        first_at = run.sink.wait(1, 300)
+        if first_at is None:
+            raise RuntimeError(f"nothing sent: {d.log()[-1500:]}")
+        first = first_at - d.started
+        time.sleep(0.2)
+        rss = proc_rss_kb(d.daemon_pid()) / 1024
+        t0 = time.perf_counter()
+        r = subprocess.run(
+            [sys.executable, "-m", "exactmaild", "-c", str(run.config), "queue", "list"],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=300,
+        )
+        listing = time.perf_counter() - t0
+        if r.returncode != 0:
+            raise RuntimeError(f"queue list failed: {r.stderr.decode()[-800:]}")
+    return up, first, rss, listing
 
 
 def main(argv: list[str] | None = None) -> int:

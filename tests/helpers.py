@@ -1,8 +1,10 @@
 """Helpers the daemon-level tests share: a config file on disk, the real
-`exactmaild` process, its metrics, and an offset clock for in-process runs."""
+`exactmaild` process, its metrics, and an offset clock for in-process runs;
+and the wall-clock instants the window and limit tables are written in."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 import subprocess
@@ -11,6 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import yaml
 
@@ -143,3 +146,16 @@ def wait_until(pred: Any, timeout: float = 15.0, interval: float = 0.05) -> bool
             return True
         time.sleep(interval)
     return bool(pred())
+
+
+def at(tz: ZoneInfo, text: str, fold: int = 0) -> float:
+    """'2026-03-27 17:00' in `tz` as a unix time (fold=1: the second of a repeated hour)."""
+    naive = dt.datetime.fromisoformat(text)
+    aware = naive.replace(tzinfo=tz, fold=fold)
+    # Guard the test data itself: a time in a DST gap would silently shift.
+    assert dt.datetime.fromtimestamp(aware.timestamp(), tz).replace(tzinfo=None) == naive
+    return aware.timestamp()
+
+
+def utc(text: str) -> float:
+    return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC).timestamp()

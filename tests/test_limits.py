@@ -29,23 +29,13 @@ from exactmaild.limits import (
     window_bounds,
 )
 from exactmaild.windows import is_open, next_send_time
+from tests.helpers import at, utc
 
 LON = ZoneInfo("Europe/London")
 NYC = ZoneInfo("America/New_York")
 SCL = ZoneInfo("America/Santiago")
 SAO = ZoneInfo("America/Sao_Paulo")
 INF = math.inf
-
-
-def at(tz: ZoneInfo, text: str, fold: int = 0) -> float:
-    naive = dt.datetime.fromisoformat(text)
-    aware = naive.replace(tzinfo=tz, fold=fold)
-    assert dt.datetime.fromtimestamp(aware.timestamp(), tz).replace(tzinfo=None) == naive
-    return aware.timestamp()
-
-
-def utc(text: str) -> float:
-    return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC).timestamp()
 
 
 # --------------------------------------------------------------------------

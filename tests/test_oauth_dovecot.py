@@ -3,11 +3,6 @@ token at the local introspection endpoint (tests/fixtures/tokens.py)."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -45,55 +40,15 @@ active_value = true
 
 def start_oauth_dovecot(ts: TokenServer) -> dv.Dovecot:
     """Dovecot with the oauth2 passdb (before the passwd-file one) against `ts`."""
-    binary = shutil.which("dovecot") or "/usr/sbin/dovecot"
-    if not os.path.exists(binary):
-        pytest.skip("dovecot is not installed: apt-get install dovecot-imapd dovecot-pop3d")
-    if os.geteuid() != 0:
-        pytest.skip("the Dovecot fixture runs as root (it chowns the mailbox to uid 8)")
-    d = Path(tempfile.mkdtemp(prefix="exactmaild-dovecot-oauth-"))
-    d.chmod(0o755)
-    dv._make_cert(d)
-    ports = {name: dv.free_port() for name in ("imap", "imaps", "pop3", "pop3s")}
-    conf = dv._CONF.format(dir=d, **ports)
-    conf = conf.replace(
-        "auth_mechanisms = plain login", "auth_mechanisms = plain login xoauth2 oauthbearer"
-    )
-    conf = conf.replace("passdb {", _OAUTH_PASSDB.format(dir=d) + "passdb {", 1)
-    (d / "dovecot.conf").write_text(conf)
-    (d / "oauth2.conf.ext").write_text(_OAUTH_ARGS.format(url=ts.introspection_url))
-    home = d / "mail" / dv.USER
-    (d / "users").write_text(f"{dv.USER}:{{PLAIN}}{dv.PASSWORD}:8:8::{home}::\n")
-    out = open(d / "dovecot.out", "wb")  # noqa: SIM115 - lives as long as the process
-    proc = subprocess.Popen(
-        [binary, "-F", "-c", str(d / "dovecot.conf")],
-        stdin=subprocess.DEVNULL,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-    )
-    out.close()
-    server = dv.Dovecot(
-        dir=d,
-        proc=proc,
-        imap=ports["imap"],
-        imaps=ports["imaps"],
-        pop3=ports["pop3"],
-        pop3s=ports["pop3s"],
-    )
-    server.wipe()
-    deadline = time.monotonic() + 15
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"dovecot exited: {(d / 'dovecot.out').read_text()}{server.log_text()}")
-        try:
-            with socket.create_connection(("127.0.0.1", server.pop3s), timeout=1):
-                pass
-            with socket.create_connection(("127.0.0.1", server.imaps), timeout=1):
-                return server
-        except OSError:
-            if time.monotonic() > deadline:
-                server.stop()
-                pytest.fail("dovecot did not start listening within 15 s")
-            time.sleep(0.05)
+
+    def configure(d: Path, conf: str) -> str:
+        (d / "oauth2.conf.ext").write_text(_OAUTH_ARGS.format(url=ts.introspection_url))
+        conf = conf.replace(
+            "auth_mechanisms = plain login", "auth_mechanisms = plain login xoauth2 oauthbearer"
+        )
+        return conf.replace("passdb {", _OAUTH_PASSDB.format(dir=d) + "passdb {", 1)
+
+    return dv.start_dovecot(configure=configure, prefix="exactmaild-dovecot-oauth-")
 
 
 @pytest.fixture(scope="module")

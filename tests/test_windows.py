@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from exactmaild.config import ALL_DAYS, Schedule, Weekday, Window
 from exactmaild.limits import Ledger, LimitWindow, local_instant
 from exactmaild.windows import describe_next, is_open, next_check, next_open, next_send_time
+from tests.helpers import at, utc
 
 LON = ZoneInfo("Europe/London")
 NYC = ZoneInfo("America/New_York")
@@ -25,19 +26,6 @@ WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri")
 OFFICE = Window(dt.time(8), dt.time(17))
 NIGHT = Window(dt.time(22), dt.time(6))
 INF = math.inf
-
-
-def at(tz: ZoneInfo, text: str, fold: int = 0) -> float:
-    """'2026-03-27 17:00' in `tz` as a unix time (fold=1: the second of a repeated hour)."""
-    naive = dt.datetime.fromisoformat(text)
-    aware = naive.replace(tzinfo=tz, fold=fold)
-    # Guard the test data itself: a time in a DST gap would silently shift.
-    assert dt.datetime.fromtimestamp(aware.timestamp(), tz).replace(tzinfo=None) == naive
-    return aware.timestamp()
-
-
-def utc(text: str) -> float:
-    return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC).timestamp()
 
 
 def win(text: str) -> Window:
