@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import heapq
 import math
 import os
 import re
@@ -108,6 +109,54 @@ class _Pending:
     log: Any
 
 
+class RetryIndex:
+    """Deferred messages by their next try: the earliest is found in O(log n).
+
+    A heap with lazy deletion beside a dict of the current times; a scan of
+    every deferred message per send would make a backlog of retries (a server
+    down for a day) quadratic.
+    """
+
+    def __init__(self) -> None:
+        self._at: dict[str, float] = {}
+        self._heap: list[tuple[float, str]] = []
+
+    def __len__(self) -> int:
+        return len(self._at)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._at
+
+    def names(self) -> list[str]:
+        return list(self._at)
+
+    def get(self, name: str) -> float:
+        return self._at.get(name, math.inf)
+
+    def set(self, name: str, when: float) -> None:
+        self._at[name] = when
+        heapq.heappush(self._heap, (when, name))
+
+    def discard(self, name: str) -> None:
+        self._at.pop(name, None)
+
+    def _top(self) -> tuple[float, str] | None:
+        while self._heap:
+            when, name = self._heap[0]
+            if self._at.get(name) == when:
+                return when, name
+            heapq.heappop(self._heap)  # superseded or discarded
+        return None
+
+    def next_time(self) -> float:
+        top = self._top()
+        return top[0] if top else math.inf
+
+    def first_due(self, now: float) -> str | None:
+        top = self._top()
+        return top[1] if top and top[0] <= now else None
+
+
 @dataclass
 class _Job:
     name: str
@@ -159,7 +208,7 @@ class Sender:
         self.signature = _read_signature(cfg)
         self.last_send: float | None = None  # last attempt: what pacing counts from
         self.last_success: float | None = None
-        self.deferred: dict[str, float] = {}  # name -> next try
+        self.deferred = RetryIndex()
         self.paused_until: float | None = None
         self.pause_reason = ""
         self._pause_streak = 0
@@ -216,7 +265,7 @@ class Sender:
                 self.log.warning("recovered_claimed", queue_id=name, requeued=True)
         for name in self.spool.names("deferred"):
             info = self.state.message(name)
-            self.deferred[name] = info.next_try if info and info.next_try else now
+            self.deferred.set(name, info.next_try if info and info.next_try else now)
         self.spool.scan_new()
         # Names recovered into new/ above sort by mtime like everything else.
         self.log.info(
@@ -242,8 +291,8 @@ class Sender:
             self._flush = True
             self.paused_until = None
             self._cached = None
-            for name in self.deferred:
-                self.deferred[name] = 0.0
+            for name in self.deferred.names():
+                self.deferred.set(name, 0.0)
         self.wake()
 
     def apply(self, cfg: Config) -> None:
@@ -338,7 +387,7 @@ class Sender:
                 return STORAGE_RETRY
             if job is None:
                 self._flush = False
-                nxt = min(self.deferred.values(), default=math.inf)
+                nxt = self.deferred.next_time()
                 self._close_if_idle(nxt - now)
                 return nxt - now
             cfg = self._cfg
@@ -367,7 +416,7 @@ class Sender:
                 self._cached = job
                 # The next send is a while off: don't hold the connection open for it.
                 self._close_if_idle(due - now)
-                nxt = min(self.deferred.values(), default=math.inf)
+                nxt = self.deferred.next_time()
                 return min(due, nxt) - now
             self._cached = None
         # The send itself runs without the lock: a scrape or a reload must not
@@ -391,18 +440,15 @@ class Sender:
         if self._cached is not None:
             c = self._cached
             still = (
-                self.spool.peek() == c.name
-                if c.src == "new"
-                else self.deferred.get(c.name, math.inf) <= now
+                self.spool.peek() == c.name if c.src == "new" else self.deferred.get(c.name) <= now
             )
             if still and self.spool.is_regular(c.src, c.name):
                 return c
             self._cached = None
         while True:
-            due_deferred = [n for n, t in self.deferred.items() if t <= now]
-            if due_deferred:
-                name = min(due_deferred, key=lambda n: self.deferred[n])
-                src = "deferred"
+            due = self.deferred.first_due(now)
+            if due is not None:
+                name, src = due, "deferred"
             else:
                 name_or_none = self.spool.peek()
                 if name_or_none is None:
@@ -442,7 +488,7 @@ class Sender:
         if src == "new":
             self.spool.forget(name)
         else:
-            self.deferred.pop(name, None)
+            self.deferred.discard(name)
         if os.path.lexists(self.spool.dir(src) / name) and name not in self._ignored:
             self._ignored.add(name)
             self.log.warning(
@@ -456,7 +502,7 @@ class Sender:
         if job.src == "new":
             self.spool.forget(job.name)
         else:
-            self.deferred.pop(job.name, None)
+            self.deferred.discard(job.name)
         try:
             self.spool.fail(job.name, job.src, reason)
         except FileNotFoundError:
@@ -472,7 +518,7 @@ class Sender:
         if src == "new":
             self.spool.forget(name)
         else:
-            self.deferred.pop(name, None)
+            self.deferred.discard(name)
         if self.spool.claim(name, src) is None:
             return  # cancelled or moved while we waited
         if not p.recipients:
@@ -684,7 +730,7 @@ class Sender:
             self.spool.requeue_front(name)
         else:
             info = self.state.message(name)
-            self.deferred[name] = info.next_try if info and info.next_try else 0.0
+            self.deferred.set(name, info.next_try if info and info.next_try else 0.0)
 
     def _defer(self, name: str, error: str, now: float, log: Any) -> None:
         cfg = self._cfg.send
@@ -702,7 +748,7 @@ class Sender:
         nxt = now + interval
         self._from_active(name, "deferred")
         self.state.note_temporary_failure(name, now, error, nxt)
-        self.deferred[name] = nxt
+        self.deferred.set(name, nxt)
         log.warning("deferred", error=error, tries=tries, retry_in=interval)
 
     def _fail_claimed(
@@ -844,7 +890,7 @@ class Sender:
                     oldest = now - os.lstat(self.spool.dir("new") / head).st_mtime
             if self.deferred:
                 with contextlib.suppress(OSError, sqlite3.Error):
-                    for name in list(self.deferred)[:100]:
+                    for name in self.deferred.names()[:100]:
                         info = self.state.message(name)
                         if info and info.first_try:
                             oldest = max(oldest, now - info.first_try)
