@@ -443,7 +443,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not a.startswith("-") and (i == 0 or argv[i - 1] not in ("-c", "--config")):
             break
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        # argparse exits 2 on a usage error; sysexits.h says 64 (EX_USAGE).
+        return EX_USAGE if exc.code == 2 else int(exc.code or 0)
     if not getattr(args, "func", None):
         parser.print_help()
         return EX_USAGE

@@ -149,3 +149,9 @@ def test_queue_cancel_and_retry(tmp_path: Path, smtp_server: SmtpServer) -> None
 def test_version() -> None:
     r = exactmaild("--version")
     assert r.returncode == 0 and r.stdout.decode().startswith("exactmaild ")
+
+
+@pytest.mark.parametrize("argv", [["queue"], ["--bogus"], ["plan"], ["nonsense-command"]])
+def test_usage_errors_exit_64(argv: list[str]) -> None:
+    r = exactmaild(*argv)
+    assert r.returncode == 64, (r.returncode, r.stderr)
