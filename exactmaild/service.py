@@ -165,7 +165,16 @@ class Service:
         os.chmod(path, 0o660)
         if cfg.metrics.enabled:
             assert cfg.metrics.host is not None
-            self._stop_metrics = self.metrics.serve(cfg.metrics.host, cfg.metrics.port)
+            try:
+                self._stop_metrics = self.metrics.serve(cfg.metrics.host, cfg.metrics.port)
+            except OSError as exc:
+                # Temporary (exit 75): systemd retries, e.g. while an old instance
+                # still holds the port.
+                raise TemporaryFailure(
+                    f"cannot serve metrics on {cfg.metrics.host}:{cfg.metrics.port}: "
+                    f"{exc.strerror or exc} (another exactmaild instance? give each its own "
+                    "metrics.listen port, or set it to off)"
+                ) from None
         now = self.clock.time()
         self._next_check = self._due_check(now)
         # next_check too: what `status` shows must be this run's, not the last run's.

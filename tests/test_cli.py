@@ -155,3 +155,19 @@ def test_version() -> None:
 def test_usage_errors_exit_64(argv: list[str]) -> None:
     r = exactmaild(*argv)
     assert r.returncode == 64, (r.returncode, r.stderr)
+
+
+def test_metrics_port_in_use_is_a_clear_temporary_failure(
+    tmp_path: Path, smtp_server: SmtpServer
+) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        cfg = write_config(tmp_path, smtp_server, metrics={"listen": f"127.0.0.1:{port}"})
+        r = exactmaild("run", "-c", str(cfg))
+    err = r.stderr.decode()
+    assert r.returncode == 75, err
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in err and "Traceback" not in err
