@@ -468,6 +468,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PermissionError as exc:
         _err(f"{exc.filename or exc}: permission denied (run as the exactmaild user or root)")
         return 77
+    except OSError as exc:
+        # Disk full, read-only filesystem, a directory in the way: say which file.
+        where = f"{exc.filename}: " if exc.filename else ""
+        _err(f"{where}{exc.strerror or exc}")
+        return 74  # EX_IOERR
     except KeyboardInterrupt:
         return 130
     except Exception:
