@@ -91,3 +91,34 @@ def test_cap_holds_across_restart_and_next_window_releases(
     assert sent_to == sorted(f"patient{n}@example.org" for n in range(5))
     assert not any((tmp_path / "spool" / "new").iterdir())
     assert ids  # every queued id was one of the five
+
+
+def test_limit_counts_recipients(tmp_path: Path, smtp_server: SmtpServer) -> None:
+    cfg_path = write_config(
+        tmp_path,
+        smtp_server,
+        send={"immediately": True, "daily_limit": 5, "limit_counts": "recipients"},
+    )
+    port = int(yaml.safe_load(cfg_path.read_text())["metrics"]["listen"].rsplit(":", 1)[1])
+    spool = Spool(tmp_path / "spool")
+    two = "a{n}@example.org, b{n}@example.org"
+    # Six recipients can never fit an allowance of five: failed, not waited for.
+    too_big = spool.submit(message(0, to=", ".join(f"r{i}@example.org" for i in range(6))))
+    time.sleep(0.01)  # the queue is ordered by arrival
+    spool.submit(message(1, to=two))
+    spool.submit(message(2, to=two))
+    spool.submit(message(3, to=two))  # 4 + 2 > 5: waits for the next window
+    d = Daemon(cfg_path)
+    d.wait_ready(port)
+    try:
+        assert len(smtp_server.sink.wait_for(2)) == 2, d.log()
+        time.sleep(1.0)
+        assert len(smtp_server.sink.messages) == 2
+        text = scrape(port)
+        assert metric(text, "exactmaild_sent_in_window") == 4
+        assert metric(text, "exactmaild_daily_limit_remaining") == 1
+        assert metric(text, "exactmaild_queue_messages", 'state="queued"') == 1
+    finally:
+        assert d.stop() == 0
+    reason = (tmp_path / "spool" / "failed" / f"{too_big}.reason").read_text()
+    assert "split the recipients" in reason
