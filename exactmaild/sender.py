@@ -230,6 +230,7 @@ class Sender:
         self._inotify.add_watch(str(spool.dir("new")), flags.MOVED_TO | flags.CLOSE_WRITE)
         self._sel.register(self._inotify.fileno(), selectors.EVENT_READ)
         self.thread: threading.Thread | None = None
+        self.on_crash: Callable[[], None] | None = None  # the main loop's wake-up
 
     @property
     def cfg(self) -> Config:
@@ -341,6 +342,13 @@ class Sender:
                 if self._stopping:
                     break
                 self._wait(timeout)
+        except Exception:
+            # A bug: say it loudly; the main loop sees the thread gone and exits
+            # non-zero for a restart.
+            self.log.exception("sender_crashed")
+            if self.on_crash is not None:
+                self.on_crash()
+            raise
         finally:
             self._settle_pending()
             self.transport.close()

@@ -151,6 +151,7 @@ class Service:
             clock=self.clock,
             transport_factory=self._transport_factory,
         )
+        self.sender.on_crash = self.wake
         self.sender.recover()
         elsewhere = self.state.get("sent_elsewhere")
         if elsewhere:
@@ -215,10 +216,18 @@ class Service:
         watchdog = self.notifier.watchdog_interval()
         next_ping = time.monotonic()
         next_status = 0.0
+        status = 0
         try:
             while not self._stopping:
                 self._handle_signals()
                 if self._stopping:
+                    break
+                if self.sender.thread is not None and not self.sender.thread.is_alive():
+                    # Never stop quietly: a sender that died is a bug; exit
+                    # non-zero so the service manager restarts us (recovery then
+                    # settles whatever was in flight).
+                    self.log.critical("sender_died", action="exiting for a restart")
+                    status = 70  # EX_SOFTWARE
                     break
                 self._handle_control()
                 now = self.clock.time()
@@ -240,7 +249,7 @@ class Service:
                             os.read(self._wake_r, 4096)
         finally:
             self.shutdown()
-        return 0
+        return status
 
     def shutdown(self) -> None:
         self.notifier.stopping()
