@@ -21,6 +21,7 @@ import os
 import selectors
 import signal
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -111,6 +112,7 @@ class Service:
         self._receive_streak = 0
         self._flush_receive = False
         self._status_line = ""
+        self._note_failed = False
         self._stop_metrics: Callable[[], None] | None = None
         self._lock_fd: int | None = None
         self._control: socket.socket | None = None
@@ -368,7 +370,7 @@ class Service:
         self._next_check = self._due_check(self.clock.time())
         if self.state is not None:
             with contextlib.suppress(Exception):
-                self.state.put(next_check=self._next_check_text())
+                self._note(next_check=self._next_check_text())
         self.metrics.reloads.labels("success").inc()
         self.metrics.last_reload_ok.set(1)
         self.log.info(
@@ -414,7 +416,7 @@ class Service:
             self._next_check = self._due_check(now)
             assert self.state is not None
             # Now, not when the check ends: a long fetch must not show a past next_check.
-            self.state.put(next_check=self._next_check_text())
+            self._note(next_check=self._next_check_text())
             cfg = self.cfg
             # The window the Sent folder is counted in is the one the check
             # started in, and the count is charged to that same window, also
@@ -452,24 +454,37 @@ class Service:
             self._receive_streak += 1
             if self._receive_streak == 1:
                 self.log.error("receive_failed", error=error)
-            self.state.put(receive_error=error, receive_error_at=str(now))
+            self._note(receive_error=error, receive_error_at=str(now))
         else:
             self.metrics.receive_checks.labels("ok").inc()
             if self._receive_streak:
                 self.log.info("receive_recovered", failed_checks=self._receive_streak)
             self._receive_streak = 0
-            self.state.put(last_check=str(self._last_check), receive_error=None)
+            self._note(last_check=str(self._last_check), receive_error=None)
             elsewhere = getattr(result, "sent_elsewhere", None)
             window = self._receive_window
             if elsewhere is not None and window is not None:
                 start = window[0]
                 self.sender.set_external(start, int(elsewhere))
                 # Kept in the state so a restart (and `status`) still counts it.
-                self.state.put(sent_elsewhere=f"{start}:{int(elsewhere)}")
+                self._note(sent_elsewhere=f"{start}:{int(elsewhere)}")
             if delivered:
                 self.log.info("received", delivered=delivered)
         self._receive_window = None
-        self.state.put(next_check=self._next_check_text())
+        self._note(next_check=self._next_check_text())
+
+    def _note(self, **facts: str | None) -> None:
+        """Record facts for `status`; a state store that cannot take them (disk
+        full) must not stop the loop: the log, the metric and STATUS= still tell."""
+        assert self.state is not None
+        try:
+            self.state.put(**facts)
+        except (OSError, sqlite3.Error) as exc:
+            if not self._note_failed:
+                self.log.error("state_write_failed", error=str(exc), facts=sorted(facts))
+            self._note_failed = True
+        else:
+            self._note_failed = False
 
     # -- status -------------------------------------------------------------------
 
@@ -477,7 +492,10 @@ class Service:
         if self.sender is None:
             return Snapshot(0, 0, self.cfg.send.daily_limit, self.cfg.send.allowance, 0.0)
         s = self.sender.snapshot()
-        last_ok = self.state.get("last_check") if self.state is not None else None
+        last_ok = None
+        if self.state is not None:
+            with contextlib.suppress(OSError, sqlite3.Error):
+                last_ok = self.state.get("last_check")
         if last_ok is not None:
             from dataclasses import replace
 
