@@ -34,7 +34,7 @@ from exactmaild.spool import Spool
 from tests.fixtures.smtp import SMTP_PASSWORD, SMTP_USER, SmtpServer, start_smtp
 from tests.helpers import Daemon, exactmaild, message, metric, scrape, wait_until, write_config
 
-TIMEOUT = 20.0  # generous: 2 cores shared with other agents' test runs
+TIMEOUT = 20.0  # generous: a loaded 2-core machine
 
 
 # -- systemd's side of the notify socket ---------------------------------------------------
