@@ -231,6 +231,7 @@ class Sender:
         self._sel.register(self._inotify.fileno(), selectors.EVENT_READ)
         self.thread: threading.Thread | None = None
         self.on_crash: Callable[[], None] | None = None  # the main loop's wake-up
+        self.crashed = False
 
     @property
     def cfg(self) -> Config:
@@ -346,6 +347,7 @@ class Sender:
             # A bug: say it loudly; the main loop sees the thread gone and exits
             # non-zero for a restart.
             self.log.exception("sender_crashed")
+            self.crashed = True  # set before the wake-up: the thread is still alive then
             if self.on_crash is not None:
                 self.on_crash()
             raise

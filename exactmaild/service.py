@@ -224,7 +224,8 @@ class Service:
                 self._handle_signals()
                 if self._stopping:
                     break
-                if self.sender.thread is not None and not self.sender.thread.is_alive():
+                thread = self.sender.thread
+                if self.sender.crashed or (thread is not None and not thread.is_alive()):
                     # Never stop quietly: a sender that died is a bug; exit
                     # non-zero so the service manager restarts us (recovery then
                     # settles whatever was in flight).
