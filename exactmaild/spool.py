@@ -112,17 +112,7 @@ class Spool:
     def scan_new(self) -> list[str]:
         """Build the in-memory queue from `new/`, oldest first. Called at start-up
         and after an inotify overflow only."""
-        found: list[tuple[float, str]] = []
-        with os.scandir(self.dir("new")) as it:
-            for e in it:
-                if not valid_name(e.name):
-                    continue
-                try:
-                    st = e.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                found.append((st.st_mtime, e.name))
-        found.sort()
+        found = sorted((e.mtime, e.queue_id) for e in self.entries(("new",)))
         self.queue = deque(name for _, name in found)
         self._queued = set(self.queue)
         return list(self.queue)
