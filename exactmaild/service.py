@@ -527,8 +527,8 @@ class Service:
             self._status_line = line
             self.notifier.status(line)
             if self.state is not None and self.sender is not None:
+                # The pause and its reason are the sender's to write (with
+                # pause_until, in one commit): written from here too, they could
+                # race it and land stale.
                 with contextlib.suppress(Exception):
-                    self.state.put(
-                        storage_error=self.sender.storage_error,
-                        pause_reason=self.sender.pause_reason if self.snapshot().paused else None,
-                    )
+                    self.state.put(storage_error=self.sender.storage_error)
