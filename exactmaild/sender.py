@@ -9,21 +9,24 @@ The order of a send is what makes both promises hold, "never over the
 limit" and "never lost":
 
 1. the message is claimed by a rename (new/ -> active/);
-2. a send is reserved in the state store (counted against the limit, durably);
-3. the SMTP transaction runs;
-4. the outcome is recorded (sent / released / unknown) durably;
-5. only then does the file leave active/.
+2. MAIL, RCPT and DATA go out (nothing the server can take yet);
+3. the send is reserved in the state store (counted against the limit,
+   durably), in the same synced commit that records the previous send;
+4. the body and its final dot go out, and the server's verdict comes back;
+5. the outcome is recorded durably (a plain success: in the next send's
+   commit, step 3, or on its own before the sender waits for anything);
+6. only then does the file leave active/.
 
-A plain success is recorded in the same synced commit that reserves the next
-message (steps 4 and 2 of consecutive sends), so a drain costs one commit per
-message. The record still comes before the next message's DATA, so at most
-one send is ever accepted but unrecorded; and when no next message is due at
-once, the record is written on its own before the sender waits for anything.
+So the reservation is durable before the server can accept the message,
+and each send is recorded before the next one's final dot: at most one send
+is ever accepted but unrecorded. The commit's fsync overlaps the server's
+replies to step 2, and the previous file's removal and the next message's
+preparation overlap the server's reading of the body.
 
-A crash between any two steps leaves the message in active/ and the send
-counted; start-up recovery puts the message back in the queue (or removes it
-if step 4 said sent), so a crash costs at most one duplicate, never a loss,
-and never a send beyond the cap.
+A crash at any point leaves the message in active/ and, from step 3 on, its
+send counted; start-up recovery puts the message back in the queue (or
+removes it if its send was recorded), so a crash costs at most one
+duplicate, never a loss, and never a send beyond the cap.
 """
 
 from __future__ import annotations
@@ -86,12 +89,20 @@ class SystemClock:
         return time.time()
 
 
+class Transaction(Protocol):
+    """A transaction sent up to its final dot (smtp.Transaction)."""
+
+    def end(self) -> None: ...
+    def reply(self) -> Any: ...
+    def abandon(self) -> None: ...
+
+
 class Transport(Protocol):
     """What the sender needs from an SMTP connection (smtp.SmtpSender)."""
 
     @property
     def connected(self) -> bool: ...
-    def send(self, sender: str, recipients: tuple[str, ...], data: bytes) -> Any: ...
+    def begin(self, sender: str, recipients: tuple[str, ...], data: bytes) -> Transaction: ...
     def close(self) -> None: ...
     def abort(self) -> None: ...
 
@@ -107,6 +118,11 @@ class _Pending:
     reply: str
     recipients: int
     log: Any
+    had_state: bool  # the message has a row of retry state to forget
+
+    def row(self) -> tuple[int, str, float, str, bool]:
+        """What StateStore.settle_and_reserve() records."""
+        return (self.attempt, self.name, self.when, self.reply, self.had_state)
 
 
 class RetryIndex:
@@ -163,6 +179,7 @@ class _Job:
     src: str  # "new" or "deferred"
     prepared: msgmod.Prepared
     units: int
+    had_state: bool = True  # the state store has retry state for it
 
 
 def _storage_problem(exc: BaseException) -> bool:
@@ -255,9 +272,9 @@ class Sender:
                 self.spool.remove_sent(name)
                 self.state.forget_message(name)
                 self.log.info("recovered_sent", queue_id=name, message_id=last.message_id)
-            elif info is not None and info.claims >= MAX_CRASH_CLAIMS:
+            elif (crashes := self.state.crashes(name)) >= MAX_CRASH_CLAIMS:
                 reason = (
-                    f"the daemon stopped unexpectedly {info.claims} times while sending this "
+                    f"the daemon stopped unexpectedly {crashes} times while sending this "
                     "message; it was taken out of the queue so it cannot stop the daemon again. "
                     "Look at the message, then `exactmaild queue retry` it if it is sound."
                 )
@@ -491,7 +508,20 @@ class Sender:
                 self._fail_unclaimed(_Job(name, src, _EMPTY, 0), str(exc))
                 continue
             units = 1 if self._cfg.send.limit_counts == "messages" else len(prepared.recipients)
-            return _Job(name, src, prepared, max(1, units))
+            return _Job(name, src, prepared, max(1, units), info is not None)
+
+    def _prefetch(self, now: float) -> None:
+        """Read and prepare the next message now, while a commit syncs, so the
+        next step finds it ready (`_cached`, checked again there)."""
+        with self._lock:
+            if self._cached is not None or self._stopping:
+                return
+            try:
+                self._cached = self._next_job(now)
+            except (OSError, sqlite3.Error) as exc:
+                if not _storage_problem(exc):
+                    raise
+                # The next step meets it again and handles it there.
 
     def _skip(self, name: str, src: str) -> None:
         """Drop a name from the index: it vanished, or it is not a regular file."""
@@ -537,34 +567,49 @@ class Sender:
             self._finish_job(name, lambda: self._drop_done(name))
             return
         prev, self._pending = self._pending, None
+        tx: Transaction | None = None
+        early: Exception | None = None
         try:
-            if prev is None:
-                claims, attempt = self.state.claim_and_reserve(name, p.message_id, job.units, now)
-            else:
-                claims, attempt = self.state.settle_and_reserve(
-                    (prev.attempt, prev.name, prev.when, prev.reply),
-                    name,
-                    p.message_id,
-                    job.units,
-                    now,
-                )
+            # MAIL, RCPT and DATA go out first (pipelined): the server answers
+            # them while the commit below syncs.
+            tx = self.transport.begin(p.sender, p.recipients, p.data)
+        except (AccountFailure, TemporaryFailure, PermanentFailure) as exc:
+            early = exc
+        try:
+            attempt = self.state.settle_and_reserve(
+                prev.row() if prev is not None else None, name, p.message_id, job.units, now
+            )
         except BaseException:
+            if tx is not None:
+                tx.abandon()  # nothing the server could take went out
             if prev is not None:
                 self._stranded.append((prev.name, lambda: self._record_sent(prev)))
             self._stranded.append((name, lambda: self._return(name, src)))
             raise
-        if prev is not None:
-            self._recorded(prev)
         reserved = (now, job.units)
         with self._lock:
             self.ledger.record(*reserved)
         log = self.log.bind(queue_id=name, message_id=p.message_id)
-        log.debug("sending", recipients=len(p.recipients), claims=claims)
-        # Pace from the moment the transaction starts, after the state commits:
-        # a slow disk must not make the next gap at the server shorter than the delay.
-        self.last_send = self.clock.time()
+        log.debug("sending", recipients=len(p.recipients))
+        recorded = False
         try:
-            result = self.transport.send(p.sender, p.recipients, p.data)
+            try:
+                if early is not None:
+                    raise early
+                assert tx is not None
+                # The reservation (and the previous send's record) is durable:
+                # the body and its final dot may go.
+                tx.end()
+            finally:
+                # Pace from the final dot (or the failure): the next message's
+                # dot comes after its whole begin(), so the gap the server sees
+                # is never shorter than the delay, however long a commit takes.
+                self.last_send = self.clock.time()
+            if prev is not None:
+                recorded = True
+                self._recorded(prev)  # while the server reads the message
+            self._prefetch(now)
+            result = tx.reply()
         except AccountFailure as exc:
             self._pause(str(exc), now)
             self._settle(attempt, "released", str(exc), reserved)
@@ -589,7 +634,10 @@ class Sender:
             failures = _failures_for(p.recipients, exc)
             self._finish_job(name, lambda: self._fail_claimed(name, err, failures, log))
         else:
-            self._sent(attempt, name, p, result, now, log)
+            self._sent(attempt, name, p, result, now, log, job.had_state)
+        finally:
+            if prev is not None and not recorded:
+                self._recorded(prev)
 
     def _finish_job(self, name: str, action: Callable[[], None]) -> None:
         """Run what moves a claimed message on; if the spool or the state store
@@ -613,7 +661,6 @@ class Sender:
 
     def _hold(self, name: str, error: str, log: Any) -> None:
         self._from_active(name, "hold")
-        self.state.settle_claim(name)
         log.warning("held", reason=error)
 
     def _drop_done(self, name: str) -> None:
@@ -642,7 +689,14 @@ class Sender:
             self._storage_failed(exc, self.clock.time())
 
     def _sent(
-        self, attempt: int, name: str, p: msgmod.Prepared, result: Any, now: float, log: Any
+        self,
+        attempt: int,
+        name: str,
+        p: msgmod.Prepared,
+        result: Any,
+        now: float,
+        log: Any,
+        had_state: bool,
     ) -> None:
         refused = dict(getattr(result, "refused", {}) or {})
         deferred = dict(getattr(result, "deferred", {}) or {})
@@ -659,7 +713,7 @@ class Sender:
             # The common case: the record (and the end of the message's retry
             # state) goes into the next reservation's commit, or on its own
             # before the sender waits (step()); then the file may go.
-            self._pending = _Pending(attempt, name, when, reply, len(accepted), log)
+            self._pending = _Pending(attempt, name, when, reply, len(accepted), log, had_state)
             self._keep_pending = True
             return
         self._finish_job_state(lambda: self.state.finish(attempt, "sent", when, reply))
@@ -715,7 +769,7 @@ class Sender:
             self._storage_failed(exc, self.clock.time())
 
     def _record_sent(self, prev: _Pending) -> None:
-        self.state.finish_sent(prev.attempt, prev.name, prev.when, prev.reply)
+        self.state.finish_sent(*prev.row())
         self._recorded(prev)
 
     def _recorded(self, prev: _Pending) -> None:
@@ -735,7 +789,6 @@ class Sender:
     def _return(self, name: str, src: str) -> None:
         """Back where it came from, unblamed (account-level problem)."""
         self._from_active(name, src)
-        self.state.settle_claim(name)
         if src == "new":
             self.spool.requeue_front(name)
         else:
@@ -838,11 +891,13 @@ class Sender:
         self._pause_streak += 1
         steps = self._cfg.send.account_pause
         wait = steps[min(self._pause_streak - 1, len(steps) - 1)]
-        self.paused_until = now + wait
         self.metrics.send_failures.labels("account").inc()
         if self._pause_streak == 1 or reason != self.pause_reason:
             self.log.error("sending_paused", reason=reason, retry_in=wait)
+        # The reason before the pause itself: the main loop publishes the two
+        # together as soon as it sees the pause.
         self.pause_reason = reason
+        self.paused_until = now + wait
         self.transport.close()
         with contextlib.suppress(OSError, sqlite3.Error):
             self.state.put(pause_reason=reason, pause_until=str(self.paused_until))

@@ -13,10 +13,12 @@ failure is classified here, in one place, into the error tree:
 
 The DATA phase is written by hand (not smtplib.sendmail) for two reasons: to
 know whether the body had gone out when a connection dropped, and to send
-the whole body and the final dot in a single write, so the last segment does
-not wait for a delayed ACK. When the server offers PIPELINING (RFC 2920),
-MAIL, every RCPT and DATA go out in one write and their replies are read in
-order: two round trips per message instead of three plus one per recipient.
+the body and the final dot in one write. A transaction is split where the
+caller must act (`begin()`, then `end()` and `reply()`): the caller makes
+its reservation durable between the two, while the server answers the
+commands. When the server offers PIPELINING (RFC 2920), MAIL, every RCPT and
+DATA go out in one write and their replies are read in order: two round
+trips per message instead of three plus one per recipient.
 """
 
 from __future__ import annotations
@@ -175,6 +177,11 @@ class SmtpSender:
                 conn = smtplib.SMTP(
                     s.host, s.port, local_hostname=self.local_hostname, timeout=self.timeout
                 )
+            # Each write follows the server's reply to the one before, so Nagle
+            # has nothing to hold back today; NODELAY keeps it that way should
+            # a write ever follow another directly (a delayed ACK is 40 ms).
+            if conn.sock is not None:
+                conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn.ehlo()
             if s.security == "starttls":
                 step = "STARTTLS"
@@ -280,94 +287,44 @@ class SmtpSender:
                 sock.shutdown(socket.SHUT_RDWR)
 
     def send(self, sender: str, recipients: tuple[str, ...], data: bytes) -> SendResult:
-        """One SMTP transaction. Raises per the module's failure taxonomy.
+        """One whole SMTP transaction (begin, end, reply). Raises per the module's
+        failure taxonomy."""
+        tx = self.begin(sender, recipients, data)
+        tx.end()
+        return tx.reply()
 
-        With PIPELINING (RFC 2920) MAIL, the RCPTs and DATA go out in one write
-        and the replies are read and judged in order, exactly as they are one by
-        one without it. A failure that leaves pipelined replies unread drops the
-        connection instead of resetting it (a later reply could be a 354 waiting
-        for a body we will not send). The body goes out only after the 354, so
-        an error before it never leaves the outcome unknown.
+    def begin(self, sender: str, recipients: tuple[str, ...], data: bytes) -> Transaction:
+        """Start a transaction; the server cannot take the message before
+        `Transaction.end()`, so every failure up to then is a known one (never
+        UnknownOutcome). The caller makes durable what it must in between.
+
+        With PIPELINING (RFC 2920) MAIL, the RCPTs and DATA go out here in one
+        write, and their replies are read and judged in `end()`, in order,
+        exactly as they are one by one without it: the server answers while
+        the caller's commit syncs. Without PIPELINING the exchange up to the
+        354 happens here.
         """
         self.connect()
         conn = self._conn
         assert conn is not None
-        pipelined = conn.has_extn("pipelining")
         commands = [f"mail from:{_quoteaddr(sender)}"]
         commands.extend(f"rcpt to:{_quoteaddr(r)}" for r in recipients)
         commands.append("data")
-        body_sent = False
-
-        def reply(command: str) -> tuple[int, str]:
-            if not pipelined:
-                conn.putcmd(command)
-            code, resp = conn.getreply()
-            return code, _text(resp)
-
-        def fail(error: Exception) -> Exception:
-            # Pipelined replies still unread: the connection cannot be reused.
-            return _Drop(error) if pipelined else error
-
-        try:
-            if pipelined:
-                if any("\r" in c or "\n" in c for c in commands):
-                    raise ValueError("command and arguments contain prohibited newline characters")
+        tx = Transaction(self, conn, recipients, data, commands, conn.has_extn("pipelining"))
+        if tx.pipelined:
+            if any("\r" in c or "\n" in c for c in commands):
+                raise ValueError("command and arguments contain prohibited newline characters")
+            try:
                 conn.send("".join(f"{c}\r\n" for c in commands))
-            code, text = reply(commands[0])
-            if code != 250:
-                raise fail(classify_reply(code, text, stage="mail"))
-            accepted: list[str] = []
-            refused: dict[str, tuple[int, str]] = {}
-            deferred: dict[str, tuple[int, str]] = {}
-            for rcpt, command in zip(recipients, commands[1:-1], strict=True):
-                code, text = reply(command)
-                if code in (250, 251):
-                    accepted.append(rcpt)
-                elif code >= 500:
-                    refused[rcpt] = (code, text)
-                elif code == 421 or _ACCOUNT_WORDS.search(text):
-                    raise fail(classify_reply(code, text, stage="mail"))
-                else:
-                    deferred[rcpt] = (code, text)
-            if not accepted:
-                failure = _no_recipient(refused, deferred)
-                if not pipelined:
-                    conn.rset()
-                    raise failure
-                try:
-                    code, _ = conn.getreply()  # DATA's, normally 503 or 554
-                except (OSError, smtplib.SMTPException):
-                    raise _Drop(failure) from None
-                raise _Drop(failure) if code == 354 else failure
-            code, text = reply("data")
-            if code != 354:
-                raise classify_reply(code, text, stage="data")
-            body_sent = True
-            conn.send(_payload(data))
-            code, resp = conn.getreply()
-            text = _text(resp)
-            if code != 250:
-                raise classify_reply(code, text, stage="data")
-        except _Drop as exc:
-            self._drop()
-            raise exc.error from None
-        except (TemporaryFailure, PermanentFailure):
-            if not body_sent:
-                self._reset_or_drop()
-            raise
-        except smtplib.SMTPResponseException as exc:
-            self._drop()
-            raise classify_reply(exc.smtp_code, _text(exc.smtp_error), stage="mail") from None
-        except (OSError, smtplib.SMTPException) as exc:
-            self._drop()
-            what = str(exc) or type(exc).__name__
-            if body_sent:
-                raise UnknownOutcome(
-                    f"the connection to {self.server.host} was lost after the message "
-                    f"went out, before the server confirmed it ({what})"
+            except (OSError, smtplib.SMTPException) as exc:
+                self._drop()
+                what = str(exc) or type(exc).__name__
+                raise TemporaryFailure(
+                    f"the connection to {self.server.host} failed: {what}"
                 ) from None
-            raise TemporaryFailure(f"the connection to {self.server.host} failed: {what}") from None
-        return SendResult(tuple(accepted), refused, deferred, f"{code} {text}")
+        else:
+            tx.exchange()
+        return tx
 
     def _reset_or_drop(self) -> None:
         conn = self._conn
@@ -383,6 +340,129 @@ class SmtpSender:
         if conn is not None:
             with contextlib.suppress(OSError):
                 conn.close()
+
+
+class Transaction:
+    """One message's transaction (SmtpSender.begin): `end()` sends the body
+    and its final dot, `reply()` reads the verdict; `abandon()` gives it up."""
+
+    def __init__(
+        self,
+        owner: SmtpSender,
+        conn: smtplib.SMTP,
+        recipients: tuple[str, ...],
+        data: bytes,
+        commands: list[str],
+        pipelined: bool,
+    ) -> None:
+        self._owner = owner
+        self._conn = conn
+        self._recipients = recipients
+        self._data = data
+        self._commands = commands
+        self.pipelined = pipelined
+        self._ready = False  # the 354 is in
+        self._accepted: tuple[str, ...] = ()
+        self._refused: dict[str, tuple[int, str]] = {}
+        self._deferred: dict[str, tuple[int, str]] = {}
+        self._error: BaseException | None = None
+
+    def exchange(self) -> None:
+        """MAIL, RCPT, DATA up to the 354 (pipelined: only their replies)."""
+        conn, pipelined = self._conn, self.pipelined
+        owner = self._owner
+
+        def reply(command: str) -> tuple[int, str]:
+            if not pipelined:
+                conn.putcmd(command)
+            code, resp = conn.getreply()
+            return code, _text(resp)
+
+        def fail(error: Exception) -> Exception:
+            # Pipelined replies still unread: the connection cannot be reused.
+            return _Drop(error) if pipelined else error
+
+        try:
+            code, text = reply(self._commands[0])
+            if code != 250:
+                raise fail(classify_reply(code, text, stage="mail"))
+            accepted: list[str] = []
+            for rcpt, command in zip(self._recipients, self._commands[1:-1], strict=True):
+                code, text = reply(command)
+                if code in (250, 251):
+                    accepted.append(rcpt)
+                elif code >= 500:
+                    self._refused[rcpt] = (code, text)
+                elif code == 421 or _ACCOUNT_WORDS.search(text):
+                    raise fail(classify_reply(code, text, stage="mail"))
+                else:
+                    self._deferred[rcpt] = (code, text)
+            if not accepted:
+                failure = _no_recipient(self._refused, self._deferred)
+                if not pipelined:
+                    conn.rset()
+                    raise failure
+                try:
+                    code, _ = conn.getreply()  # DATA's, normally 503 or 554
+                except (OSError, smtplib.SMTPException):
+                    raise _Drop(failure) from None
+                raise _Drop(failure) if code == 354 else failure
+            code, text = reply("data")
+            if code != 354:
+                raise classify_reply(code, text, stage="data")
+        except _Drop as exc:
+            owner._drop()
+            raise exc.error from None
+        except (TemporaryFailure, PermanentFailure):
+            owner._reset_or_drop()
+            raise
+        except smtplib.SMTPResponseException as exc:
+            owner._drop()
+            raise classify_reply(exc.smtp_code, _text(exc.smtp_error), stage="mail") from None
+        except (OSError, smtplib.SMTPException) as exc:
+            owner._drop()
+            what = str(exc) or type(exc).__name__
+            raise TemporaryFailure(
+                f"the connection to {owner.server.host} failed: {what}"
+            ) from None
+        self._accepted = tuple(accepted)
+        self._ready = True
+
+    def end(self) -> None:
+        """Judge the replies up to the 354 (raising a known failure, as begin()
+        does), then send the body and its final dot in one write: from here
+        the server may take the message. A failed write is not raised here but
+        by `reply()`, as UnknownOutcome (some of it may have gone out)."""
+        if not self._ready:
+            self.exchange()
+        try:
+            self._conn.send(_payload(self._data))
+        except (OSError, smtplib.SMTPException) as exc:
+            self._error = exc
+
+    def reply(self) -> SendResult:
+        """The server's verdict on the message (after `end()`)."""
+        host = self._owner.server.host
+        try:
+            if self._error is not None:
+                raise self._error
+            code, resp = self._conn.getreply()
+        except (OSError, smtplib.SMTPException) as exc:
+            self._owner._drop()
+            what = str(exc) or type(exc).__name__
+            raise UnknownOutcome(
+                f"the connection to {host} was lost after the message "
+                f"went out, before the server confirmed it ({what})"
+            ) from None
+        text = _text(resp)
+        if code != 250:
+            raise classify_reply(code, text, stage="data")
+        return SendResult(self._accepted, self._refused, self._deferred, f"{code} {text}")
+
+    def abandon(self) -> None:
+        """Give the transaction up before `end()`: drop the connection, so the
+        server discards it (pipelined replies may be unread)."""
+        self._owner._drop()
 
 
 def test_login(server: Server, credentials: Credentials, *, timeout: float = 20.0) -> str:

@@ -5,6 +5,11 @@ commands can read while the daemon writes. Send records are committed with
 `synchronous=FULL`: a send that was recorded survives a crash or power loss,
 which is what lets the daily limit be a hard cap across restarts.
 
+Two connections: every write goes through one (under a lock, in order), every
+read through the other, so a read (a scrape, `status`, the receive thread)
+never waits behind the sender's commit and its fsync: WAL readers see the
+last committed state.
+
 The rule that makes the cap hard: a send is *reserved* (a row counted against
 the limit) before the message goes to the SMTP server, and only released if
 the server definitely did not take it. A crash mid-send therefore leaves the
@@ -28,6 +33,9 @@ DB_NAME = "exactmaild.sqlite3"
 # whose outcome was lost (crash, dropped connection after DATA): counting it
 # may waste one send of the allowance but can never exceed the limit.
 COUNTED = ("inflight", "sent", "unknown")
+# The detail start-up recovery gives a send the daemon died during: how
+# `crashes()` tells a crash from a connection lost after the body.
+CRASHED = "the daemon stopped during this send"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -46,16 +54,15 @@ CREATE TABLE IF NOT EXISTS attempts (
 );
 CREATE INDEX IF NOT EXISTS attempts_started ON attempts (started);
 CREATE INDEX IF NOT EXISTS attempts_queue ON attempts (queue_id);
-CREATE INDEX IF NOT EXISTS attempts_message ON attempts (message_id);
+DROP INDEX IF EXISTS attempts_message;
 CREATE TABLE IF NOT EXISTS messages (
     queue_id TEXT PRIMARY KEY,
     first_try REAL,
     tries INTEGER NOT NULL DEFAULT 0,
-    claims INTEGER NOT NULL DEFAULT 0,
     next_try REAL,
     last_error TEXT NOT NULL DEFAULT '',
     done_rcpts TEXT NOT NULL DEFAULT '[]'
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS imap_position (
     key TEXT PRIMARY KEY,
     uidvalidity INTEGER NOT NULL,
@@ -83,7 +90,6 @@ class MessageInfo:
     queue_id: str
     first_try: float | None
     tries: int
-    claims: int
     next_try: float | None
     last_error: str
     done_rcpts: tuple[str, ...]
@@ -122,10 +128,17 @@ class StateStore:
         self._db.execute("PRAGMA synchronous = FULL")
         if create:
             self._db.executescript(_SCHEMA)
+        self._rlock = threading.Lock()
+        self._rdb = sqlite3.connect(
+            str(self.path), timeout=10.0, isolation_level=None, check_same_thread=False
+        )
+        self._rdb.execute("PRAGMA busy_timeout = 10000")
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        with self._rlock:
+            self._rdb.close()
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -139,8 +152,8 @@ class StateStore:
             self._db.execute("COMMIT")
 
     def _query(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
-            return list(self._db.execute(sql, args).fetchall())
+        with self._rlock:
+            return list(self._rdb.execute(sql, args).fetchall())
 
     # -- sends and the limit -------------------------------------------------
 
@@ -155,41 +168,40 @@ class StateStore:
             assert cur.lastrowid is not None
             return cur.lastrowid
 
-    def claim_and_reserve(
-        self, queue_id: str, message_id: str, units: int, now: float
-    ) -> tuple[int, int]:
-        """Count a claim and reserve its send in one synced commit: (claims, attempt id).
-
-        The two facts are only ever written together; a crash between them
-        would mean nothing, so they share a commit.
-        """
-        with self._tx() as db:
-            return _claim_reserve(db, queue_id, message_id, units, now)
-
     def settle_and_reserve(
         self,
-        sent: tuple[int, str, float, str],
+        sent: tuple[int, str, float, str, bool] | None,
         queue_id: str,
         message_id: str,
         units: int,
         now: float,
-    ) -> tuple[int, int]:
-        """finish_sent() of the previous send and claim_and_reserve() of the next, in
-        one synced commit: (claims, attempt id) of the next.
+    ) -> int:
+        """Reserve a send (count it against the limit) and, in the same synced
+        commit, record the previous send the server accepted, if any; returns
+        the new attempt id.
 
-        `sent` is (attempt id, queue id, finished, detail) of a send the server
-        already accepted. Each send is still recorded before the next one's
-        DATA goes out, so at most one send is ever accepted but unrecorded;
-        what is saved is one commit per message.
+        `sent` is (attempt id, queue id, finished, detail, had retry state) of
+        that previous send. Each send is still recorded before the next one's
+        final dot, so at most one send is ever accepted but unrecorded; what is
+        saved is one commit per message.
         """
         with self._tx() as db:
-            _record_sent(db, *sent)
-            return _claim_reserve(db, queue_id, message_id, units, now)
+            if sent is not None:
+                _record_sent(db, *sent)
+            cur = db.execute(
+                "INSERT INTO attempts (queue_id, message_id, started, units, status)"
+                " VALUES (?, ?, ?, ?, 'inflight')",
+                (queue_id, message_id, now, units),
+            )
+            assert cur.lastrowid is not None
+            return cur.lastrowid
 
-    def finish_sent(self, attempt_id: int, queue_id: str, now: float, detail: str = "") -> None:
+    def finish_sent(
+        self, attempt_id: int, queue_id: str, now: float, detail: str = "", had_state: bool = True
+    ) -> None:
         """Record a completed send and forget the message's retry state, in one commit."""
         with self._tx() as db:
-            _record_sent(db, attempt_id, queue_id, now, detail)
+            _record_sent(db, attempt_id, queue_id, now, detail, had_state)
 
     def finish(self, attempt_id: int, status: str, now: float, detail: str = "") -> None:
         """Settle an attempt: sent, unknown (kept counted) or released (not counted)."""
@@ -204,11 +216,25 @@ class StateStore:
         """After a crash: attempts left in flight have an unknown outcome; they stay counted."""
         with self._tx() as db:
             cur = db.execute(
-                "UPDATE attempts SET status = 'unknown', finished = ?,"
-                " detail = 'the daemon stopped during this send' WHERE status = 'inflight'",
-                (now,),
+                "UPDATE attempts SET status = 'unknown', finished = ?, detail = ?"
+                " WHERE status = 'inflight'",
+                (now, CRASHED),
             )
             return cur.rowcount
+
+    def crashes(self, queue_id: str) -> int:
+        """How many times in a row the daemon died while sending this message
+        (its latest attempts settled by recover_inflight())."""
+        rows = self._query(
+            "SELECT status, detail FROM attempts WHERE queue_id = ? ORDER BY id DESC LIMIT 100",
+            (queue_id,),
+        )
+        n = 0
+        for status, detail in rows:
+            if status != "unknown" or detail != CRASHED:
+                break
+            n += 1
+        return n
 
     def counted_sends(self, since: float) -> list[tuple[float, int]]:
         """(time, units) of every send counted against the limit since `since`, oldest first."""
@@ -249,18 +275,17 @@ class StateStore:
 
     def message(self, queue_id: str) -> MessageInfo | None:
         rows = self._query(
-            "SELECT queue_id, first_try, tries, claims, next_try, last_error, done_rcpts"
+            "SELECT queue_id, first_try, tries, next_try, last_error, done_rcpts"
             " FROM messages WHERE queue_id = ?",
             (queue_id,),
         )
         if not rows:
             return None
-        q, first, tries, claims, nxt, err, done = rows[0]
+        q, first, tries, nxt, err, done = rows[0]
         return MessageInfo(
             str(q),
             float(first) if first is not None else None,
             int(tries),
-            int(claims),
             float(nxt) if nxt is not None else None,
             str(err),
             tuple(json.loads(str(done))),
@@ -275,11 +300,6 @@ class StateStore:
                 out[info.queue_id] = info
         return out
 
-    def settle_claim(self, queue_id: str) -> None:
-        """The claim ended normally (whatever the outcome): it was not a crash."""
-        with self._tx() as db:
-            db.execute("UPDATE messages SET claims = 0 WHERE queue_id = ?", (queue_id,))
-
     def note_temporary_failure(
         self, queue_id: str, now: float, error: str, next_try: float
     ) -> MessageInfo:
@@ -288,7 +308,7 @@ class StateStore:
                 "INSERT INTO messages (queue_id, first_try, tries, next_try, last_error)"
                 " VALUES (?, ?, 1, ?, ?) ON CONFLICT (queue_id) DO UPDATE SET"
                 " tries = tries + 1, next_try = excluded.next_try,"
-                " last_error = excluded.last_error, claims = 0,"
+                " last_error = excluded.last_error,"
                 " first_try = COALESCE(first_try, excluded.first_try)",
                 (queue_id, now, next_try, error),
             )
@@ -440,34 +460,19 @@ def _attempt(row: tuple[Any, ...]) -> Attempt:
     )
 
 
-def _claim_reserve(
-    db: sqlite3.Connection, queue_id: str, message_id: str, units: int, now: float
-) -> tuple[int, int]:
-    """Inside a transaction: one more claim of the message, and its send reserved
-    (counted against the limit) as an in-flight attempt."""
-    db.execute(
-        "INSERT INTO messages (queue_id, first_try, claims) VALUES (?, ?, 1)"
-        " ON CONFLICT (queue_id) DO UPDATE SET claims = claims + 1,"
-        " first_try = COALESCE(first_try, excluded.first_try)",
-        (queue_id, now),
-    )
-    row = db.execute("SELECT claims FROM messages WHERE queue_id = ?", (queue_id,))
-    claims = int(row.fetchone()[0])
-    cur = db.execute(
-        "INSERT INTO attempts (queue_id, message_id, started, units, status)"
-        " VALUES (?, ?, ?, ?, 'inflight')",
-        (queue_id, message_id, now, units),
-    )
-    assert cur.lastrowid is not None
-    return claims, cur.lastrowid
-
-
 def _record_sent(
-    db: sqlite3.Connection, attempt_id: int, queue_id: str, finished: float, detail: str
+    db: sqlite3.Connection,
+    attempt_id: int,
+    queue_id: str,
+    finished: float,
+    detail: str,
+    had_state: bool = True,
 ) -> None:
-    """Inside a transaction: the attempt was accepted; the message needs no retry state."""
+    """Inside a transaction: the attempt was accepted; the message needs no retry
+    state (`had_state` False: it never had any, nothing to delete)."""
     db.execute(
         "UPDATE attempts SET status = 'sent', finished = ?, detail = ? WHERE id = ?",
         (finished, detail, attempt_id),
     )
-    db.execute("DELETE FROM messages WHERE queue_id = ?", (queue_id,))
+    if had_state:
+        db.execute("DELETE FROM messages WHERE queue_id = ?", (queue_id,))

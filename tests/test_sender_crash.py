@@ -20,7 +20,7 @@ from tests.helpers import message, write_config
 class Buggy:
     connected = False
 
-    def send(self, sender: str, recipients: tuple[str, ...], data: bytes) -> object:
+    def begin(self, sender: str, recipients: tuple[str, ...], data: bytes) -> object:
         raise RuntimeError("a bug in the transport")
 
     def close(self) -> None:
