@@ -135,6 +135,9 @@ class Ledger:
         self._total = 0
         self._external_start: float | None = None
         self._external_units = 0
+        # The last calendar window looked up, as (start, end, reuse_until);
+        # see _window().
+        self._last_window: tuple[float, float, float] | None = None
 
     # -- configuration ---------------------------------------------------
 
@@ -211,7 +214,7 @@ class Ledger:
     def prune(self, now: float) -> None:
         """Drop sends that no window containing `now` or later can count."""
         if self.kind == "calendar_day":
-            cutoff = window_bounds(now, self.tz, self.kind)[0]
+            cutoff = self._window(now)[0]
             k = bisect.bisect_left(self._ts, cutoff)
         else:
             k = bisect.bisect_right(self._ts, now - DAY)
@@ -272,7 +275,7 @@ class Ledger:
             # Terminates: past the last recorded send a window holds at most
             # the external figure, which only applies to one window.
             while not self.can_send(t, units):
-                end = window_bounds(t, self.tz, self.kind)[1]
+                end = self._window(t)[1]
                 t = end if end > t else math.nextafter(t, math.inf)
             return t
         external = self._external_at(now)
@@ -300,7 +303,7 @@ class Ledger:
         sooner); `now` when nothing is counted.
         """
         if self.kind == "calendar_day":
-            return window_bounds(now, self.tz, self.kind)[1]
+            return self._window(now)[1]
         candidates: list[float] = []
         i = bisect.bisect_right(self._ts, now - DAY)
         if i < len(self._ts):
@@ -311,13 +314,32 @@ class Ledger:
 
     # -- internals -------------------------------------------------------
 
+    def _window(self, now: float) -> tuple[float, float]:
+        """window_bounds(now) for this ledger, remembered while `now` stays in it.
+
+        Working out local midnights costs more than the rest of a send's
+        limit check, and every check of a day lands in the same window. The
+        window is reused only up to the start of the next one: on a day whose
+        clocks go back across midnight the two overlap, and an instant in the
+        overlap belongs to the later day, so it is worked out afresh.
+        """
+        if self.kind != "calendar_day":
+            return window_bounds(now, self.tz, self.kind)
+        last = self._last_window
+        if last is not None and last[0] <= now < last[2]:
+            return last[0], last[1]
+        start, end = window_bounds(now, self.tz, self.kind)
+        following = window_bounds(end, self.tz, self.kind)[0]
+        self._last_window = (start, end, min(end, following))
+        return start, end
+
     def _prefix(self, k: int) -> int:
         """Units recorded before entry k (absolute, like _before)."""
         return self._before[k] if k < len(self._ts) else self._total
 
     def _own_used(self, now: float) -> int:
         if self.kind == "calendar_day":
-            start, end = window_bounds(now, self.tz, self.kind)
+            start, end = self._window(now)
             i = bisect.bisect_left(self._ts, start)
             j = bisect.bisect_left(self._ts, end)
         else:
@@ -340,7 +362,7 @@ class Ledger:
         if self._external_start is None:
             return False
         if self.kind == "calendar_day":
-            start, end = window_bounds(now, self.tz, self.kind)
+            start, end = self._window(now)
             return start <= self._external_start < end
         return now < self._external_start + 2 * DAY
 

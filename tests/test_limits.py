@@ -545,3 +545,33 @@ def test_simulated_weeks_never_exceed_the_cap(sc: Scenario) -> None:
             assert is_open(ts, sc.tz, sc.days, sc.window)
         gaps = [b - a for (a, _), (b, _) in itertools.pairwise(sends)]
         assert all(g >= sc.delay for g in gaps)
+
+
+@pytest.mark.parametrize(
+    ("tz", "first_day"),
+    [
+        (LON, "2026-10-24"),
+        (NYC, "2026-03-07"),
+        (SCL, "2025-09-05"),
+        # Sao Paulo and Havana: the clocks went back across midnight, so two
+        # calendar windows overlap (the later midnight happens twice).
+        (SAO, "2019-02-15"),
+        (ZoneInfo("America/Havana"), "2023-11-03"),
+    ],
+)
+def test_remembered_window_matches_a_fresh_one(tz: ZoneInfo, first_day: str) -> None:
+    """The ledger remembers the calendar window it last worked out; every
+    answer must be what working it out afresh gives, in either direction of
+    time, across DST changes."""
+    ledger = Ledger("calendar_day", tz, 10)
+    t0 = at(tz, f"{first_day} 00:00")
+    instants = [t0 + k * 600.0 for k in range(4 * 144)]
+    for now in instants + instants[::-1] + instants[::7]:
+        start, end = window_bounds(now, tz, "calendar_day")
+        assert ledger.reset_at(now) == end, now
+        # A send just before the window's start never counts in it, one at its start does.
+        probe = Ledger("calendar_day", tz, 10)
+        probe._last_window = ledger._last_window
+        probe.record(math.nextafter(start, -math.inf))
+        probe.record(start)
+        assert probe.used(now) == 1, now
