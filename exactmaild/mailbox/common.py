@@ -26,7 +26,7 @@ from exactmaild.mailbox import (
     describe,
     open_socket,
     peer_is_loopback,
-    tls_context,
+    server_tls_context,
     wrap_tls,
 )
 
@@ -131,7 +131,7 @@ class Adapter(Generic[C]):
 
     def connect(self, on_step: OnStep | None = None) -> None:
         inc = self.incoming
-        ctx = tls_context(inc.tls_ca_file) if inc.security != "none" else None
+        ctx = server_tls_context(inc) if inc.security != "none" else None
         try:
             client = self._open(ctx if inc.security == "tls" else None, on_step)
         except ExactmailError:

@@ -30,12 +30,22 @@ poplib._MAXLINE = max(poplib._MAXLINE, 64 * 1024 * 1024)  # type: ignore[attr-de
 
 _WIRE_ERRORS = (OSError, EOFError, poplib.error_proto, ValueError)
 
+# _sizes lists the whole mailbox once when the new messages are at least
+# 1/_LIST_ALL_SHARE of it, else asks "LIST n" for each new one.
+_LIST_ALL_SHARE = 20
+
 # RFC 3206 response codes that mean "try later", not "wrong credentials".
 _TEMPORARY_LOGIN_CODES = (b"[SYS/TEMP]", b"[IN-USE]", b"[LOGIN-DELAY]")
 
 
 class _POP3(OwnSocket, poplib.POP3):
     """poplib with our own socket: DNS, connect and (implicit) TLS as separate steps."""
+
+    def scan_listing(self, num: int) -> bytes:
+        """Message `num`'s scan listing, b"num size" ("LIST n"; typeshed knows only "LIST")."""
+        raw: Any = self
+        resp: bytes = raw._shortcmd(f"LIST {num}")  # raises error_proto on -ERR
+        return resp.removeprefix(b"+OK")
 
     def auth_xoauth2(self, sasl: str) -> None:
         """AUTH XOAUTH2 with the initial response on the command line (RFC 5034)."""
@@ -120,10 +130,18 @@ class POP3Mailbox(Adapter[_POP3]):
     def fetch_new(self, deliver: Deliver, now: float) -> int:
         pop = self._conn()
         listing = self._uidl(pop)
-        self.state().keep_pop3_seen(self.key, {u for _, u in listing})
+        present = {u for _, u in listing}
+        # One read of the seen set. keep_pop3_seen (which reads it again) is
+        # needed only when a seen UIDL has left the server, which is rare;
+        # since only UIDLs in the listing are looked up below, the set read
+        # before that clean-up answers "seen?" exactly as the one after it.
         seen = self.state().pop3_seen(self.key)
+        if not seen <= present:
+            self.state().keep_pop3_seen(self.key, present)
         delete = not self.incoming.leave_on_server
-        sizes = self._sizes(pop) if not delete else {}
+        new = [num for num, uidl in listing if uidl not in seen]
+        # Sizes are for TOP only (leave_on_server): see _top and _sizes.
+        sizes = self._sizes(pop, new, len(listing)) if not delete else {}
         delivered = 0
         for num, uidl in listing:
             if uidl not in seen:
@@ -160,11 +178,28 @@ class POP3Mailbox(Adapter[_POP3]):
                 out.append((int(parts[0]), parts[1].decode(errors="replace")))
         return out
 
-    def _sizes(self, pop: _POP3) -> dict[int, int]:
-        try:
-            _resp, lines, _octets = pop.list()
-        except _WIRE_ERRORS as exc:
-            raise MailboxFailure("fetch", f"LIST failed ({describe(exc)})") from exc
+    def _sizes(self, pop: _POP3, nums: list[int], total: int) -> dict[int, int]:
+        """The sizes of messages `nums` (the new ones) in a mailbox of `total`.
+
+        "LIST n" for each when they are few next to the mailbox (the usual
+        check: its cost then grows with the new messages, not the mailbox);
+        one LIST of the whole mailbox when they are many (a first check:
+        one listing beats a round trip per message).
+        """
+        if not nums:
+            return {}
+        if len(nums) * _LIST_ALL_SHARE >= total:
+            try:
+                _resp, lines, _octets = pop.list()
+            except _WIRE_ERRORS as exc:
+                raise MailboxFailure("fetch", f"LIST failed ({describe(exc)})") from exc
+        else:
+            lines = []
+            for num in nums:
+                try:
+                    lines.append(pop.scan_listing(num))
+                except _WIRE_ERRORS as exc:
+                    raise MailboxFailure("fetch", f"LIST {num} failed ({describe(exc)})") from exc
         out: dict[int, int] = {}
         for line in lines:
             parts = line.split()
