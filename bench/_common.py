@@ -248,6 +248,38 @@ def raw_client(port: int, n: int, size: int = 500) -> float:
     return time.perf_counter() - t0
 
 
+def raw_durable_client(port: int, n: int, state_dir: Path, size: int = 500) -> float:
+    """The raw client that also keeps exactmaild's promise: before each message
+    a synced SQLite commit (WAL, synchronous=FULL) that records the previous
+    send and reserves this one, so at most one send is ever accepted but
+    unrecorded. The fastest any sender keeping that promise can go here one
+    message after another; seconds taken."""
+    import sqlite3
+
+    msgs = [wire_message(i, size) for i in range(n)]
+    state_dir.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(str(state_dir / "raw.sqlite3"), isolation_level=None)
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("PRAGMA synchronous = FULL")
+    db.execute("CREATE TABLE sends (id INTEGER PRIMARY KEY, status TEXT NOT NULL)")
+    t0 = time.perf_counter()
+    s = smtplib.SMTP("127.0.0.1", port, timeout=30)
+    s.ehlo()
+    prev: int | None = None
+    for sender, rcpts, data in msgs:
+        db.execute("BEGIN IMMEDIATE")
+        if prev is not None:
+            db.execute("UPDATE sends SET status = 'sent' WHERE id = ?", (prev,))
+        prev = db.execute("INSERT INTO sends (status) VALUES ('inflight')").lastrowid
+        db.execute("COMMIT")
+        s.sendmail(sender, list(rcpts), data)
+    db.execute("UPDATE sends SET status = 'sent' WHERE id = ?", (prev,))
+    s.quit()
+    secs = time.perf_counter() - t0
+    db.close()
+    return secs
+
+
 # -- the daemon ---------------------------------------------------------------------
 
 
