@@ -2,7 +2,7 @@
 end and print its ratio line. The real figures come from running the scripts
 by hand (docs/benchmarks.md); this only keeps them from rotting.
 
-All five run at once (they are independent processes on their own ports and
+All six run at once (they are independent processes on their own ports and
 temp dirs), so the whole module takes about as long as the slowest one.
 """
 
@@ -31,6 +31,7 @@ RUNS: dict[str, list[str]] = {
     "pacing": ["--n", "6", "--delay-ms", "50", "--repeat", "1"],
     "scale": ["--n", "200", "--repeat", "1"],
     "idle": ["--seconds", "3", "--repeat", "1"],
+    "receive": ["--old", "50", "--small", "10", "--new", "3", "--repeat", "1"],
 }
 
 
@@ -72,3 +73,14 @@ def test_drain_ratio_is_positive(outputs: dict[str, subprocess.CompletedProcess[
     assert {k for k, _ in ratios} == {"smtp-sink", "aiosmtpd"}, out
     assert all(float(v) > 0 for _, v in ratios), out
     assert re.search(r"pick-up latency over 3 drops: median [0-9.]+ ms", out), out
+    assert re.search(
+        r"^ratio smtp-sink, against raw \+ synced record per send: steady [0-9.]+",
+        out,
+        re.MULTILINE,
+    ), out
+
+
+def test_receive_fetched_only_the_new(outputs: dict[str, subprocess.CompletedProcess[str]]) -> None:
+    out = outputs["receive"].stdout
+    assert re.findall(r"^ratio (imap|pop3):", out, re.MULTILINE) == ["imap", "pop3"], out
+    assert re.findall(r"fetched only the new: (\w+)", out) == ["yes", "yes"], out
