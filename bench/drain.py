@@ -133,17 +133,19 @@ def daemon_drain(
             sink.close()
 
 
-def raw_drain(kind: str, n: int, durable: bool = False) -> float:
+def raw_drain(kind: str, n: int, durable: bool = False) -> tuple[float, float]:
+    """(messages/s, median synced commit in seconds: durable only, else nan)."""
     with workdir(f"raw-{kind}") as w:
         sink: SmtpSink | AioSink = SmtpSink() if kind == "smtp-sink" else AioSink(w)
         try:
+            commit = float("nan")
             if durable:
-                secs = raw_durable_client(sink.port, n, w / "state")
+                secs, commit = raw_durable_client(sink.port, n, w / "state")
             else:
                 secs = raw_client(sink.port, n)
             if isinstance(sink, AioSink):
                 sink.wait(n, 30)
-            return n / secs
+            return n / secs, commit
         finally:
             sink.close()
 
@@ -179,13 +181,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# drain: N={args.n}, repeat={args.repeat}; {machine()}")
     rows = []
     ratios: dict[str, tuple[float, float, float]] = {}
+    commits: list[float] = []
+    raw_rates: dict[str, float] = {}
     for kind in args.sinks.split(","):
         raws, durables, runs = [], [], []
         for r in range(args.repeat):
-            raws.append(raw_drain(kind, args.n))
-            durables.append(raw_drain(kind, args.n, durable=True))
+            raws.append(raw_drain(kind, args.n)[0])
+            rate, commit = raw_drain(kind, args.n, durable=True)
+            durables.append(rate)
+            commits.append(commit)
             runs.append(daemon_drain(kind, args.n, args.timeout, args.profile, f"-{r}"))
         raw = median(raws)
+        raw_rates[kind] = raw
         durable = median(durables)
         tot = median([x.rate_total for x in runs])
         steady = median([x.rate_steady for x in runs])
@@ -216,6 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     for kind, (rt, rs, rd) in ratios.items():
         print(f"ratio {kind}: {rt:.3f} (from start; steady {rs:.3f}; target >= 0.8)")
         print(f"ratio {kind}, against raw + synced record per send: steady {rd:.3f}")
+    c = median(commits)
+    print(
+        f"# a synced commit takes {c * 1e6:.0f} us here (median): with each send recorded "
+        f"before the next can be accepted, no sender can pass {1 / c:,.0f} msg/s"
+        + "".join(f", {1 / c / r:.2f} of raw into {k}" for k, r in raw_rates.items())
+    )
     if args.drops > 0:
         lat = [x * 1000 for x in pickup_latency(args.drops)]
         print(
