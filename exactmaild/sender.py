@@ -359,7 +359,10 @@ class Sender:
                 timeout = self.step()
                 if self._stopping:
                     break
-                self._wait(timeout)
+                # In storage trouble only a wake-up (stop, flush, reload) cuts the
+                # pause short: a file moving in the spool, which the sender's own
+                # retries do, must not turn the back-off into a busy loop.
+                self._wait(timeout, spool_events=self.storage_error is None)
         except Exception:
             # A bug: say it loudly; the main loop sees the thread gone and exits
             # non-zero for a restart.
@@ -372,11 +375,23 @@ class Sender:
             self._settle_pending()
             self.transport.close()
 
-    def _wait(self, timeout: float) -> None:
-        for key, _ in self._sel.select(max(0.0, min(timeout, 3600.0))):
-            if key.fd == self._wake_r:
-                with contextlib.suppress(BlockingIOError):
-                    os.read(self._wake_r, 4096)
+    def _wait(self, timeout: float, *, spool_events: bool = True) -> None:
+        if timeout <= 0:
+            return  # something is due now; new files are read at the next step
+        deadline = time.monotonic() + min(timeout, 3600.0)
+        while True:
+            left = deadline - time.monotonic()
+            ready = self._sel.select(max(0.0, left))
+            for key, _ in ready:
+                if key.fd == self._wake_r:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self._wake_r, 4096)
+                    return
+            if not ready or spool_events or left <= 0:
+                return
+            # Only spool events, and they may not end this wait: take them in
+            # (the step reads their names later) and wait on for the rest.
+            self._drain_inotify()
 
     def _drain_inotify(self) -> None:
         for event in self._inotify.read(timeout=0):
@@ -917,8 +932,9 @@ class Sender:
             self.state.put(storage_error=text)
 
     def _probe_storage(self) -> None:
-        """Raise unless the spool takes a small write and the state store a commit."""
+        """Raise unless the spool and the state store take writes the size of a send's."""
         self.spool.probe_writable()
+        self.state.probe_writable()
         self.state.put(storage_error=None)
 
     def _recover_storage(self, now: float) -> bool:

@@ -18,6 +18,7 @@ send counted, never uncounted.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -146,10 +147,15 @@ class StateStore:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # A failed COMMIT (disk full, I/O error) may or may not have
+                # rolled back by itself; left open, it would refuse every
+                # later BEGIN and the store would never recover.
+                if self._db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
     def _query(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
         with self._rlock:
@@ -361,6 +367,19 @@ class StateStore:
                         " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                         (key, value),
                     )
+
+    def probe_writable(self) -> None:
+        """Raise unless the store takes a commit at least as big as a send's
+        (after SQLITE_FULL or an I/O error, say): 32 KiB written and removed in
+        one synced commit. A one-row write can fit in a nearly full file system
+        that the next send's commit does not fit in."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES ('probe', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                ("x" * 32768,),
+            )
+            db.execute("DELETE FROM meta WHERE key = 'probe'")
 
     # -- receive positions ------------------------------------------------------
 

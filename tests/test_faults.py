@@ -384,6 +384,45 @@ def test_spool_on_a_full_filesystem_survives_and_recovers(
     }
 
 
+def test_state_store_on_a_full_filesystem_sends_nothing_then_recovers(
+    tmp_path: Path, tiny_fs: Path, fault_server: FaultServer
+) -> None:
+    """The state store cannot commit (its file system is full): no send may go
+    out unreserved, so nothing is sent; the daemon stays up and says so; once
+    space is back every message goes, once."""
+    srv = fault_server
+    cfg = config(tmp_path, srv, state_dir=str(tiny_fs / "state"))
+    spool = Spool(tmp_path / "spool")
+    port = metrics_port(cfg)
+    d = start(cfg)
+    try:
+        assert wait_until(lambda: metric(scrape(port), "exactmaild_storage_ok") == 1, 20), d.log()
+        filler = fill(tiny_fs)
+        for n in range(3):
+            spool.submit(message(n))
+        assert wait_until(lambda: metric(scrape(port), "exactmaild_storage_ok") == 0, 20), d.log()
+        assert d.proc.poll() is None
+        assert "storage_problem" in d.log() and "full" in d.log()
+        time.sleep(1.0)
+        assert srv.messages == []  # never sent without a durable reservation
+        # Each failed commit aborts one transaction at the server; the 5 s
+        # back-off holds, however the sender's own renames stir the spool.
+        assert len(srv.rcpt_seen) <= 2, len(srv.rcpt_seen)
+        assert sum(len(spool.names(s)) for s in ("new", "active")) == 3  # nothing lost
+        filler.unlink()
+        assert srv.wait_for(lambda: len(srv.messages) == 3, 30), d.log()
+        assert wait_until(lambda: metric(scrape(port), "exactmaild_storage_ok") == 1, 15)
+        assert wait_until(lambda: spool.names("active") + spool.names("new") == [], 10)
+        assert "storage_recovered" in d.log()
+    finally:
+        assert d.stop() == 0
+    assert sorted(subject(m.data) for m in srv.messages) == [
+        f"Appointment reminder {n}" for n in range(3)
+    ]
+    assert len(srv.rcpt_seen) <= 3 + 4  # the three, and an aborted try per back-off at most
+    assert spool.names("failed") == []
+
+
 # -- security --------------------------------------------------------------------------
 
 
