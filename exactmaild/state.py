@@ -165,14 +165,7 @@ class StateStore:
 
     def reserve(self, queue_id: str, message_id: str, units: int, now: float) -> int:
         """Count a send against the limit *before* it is attempted; returns the attempt id."""
-        with self._tx() as db:
-            cur = db.execute(
-                "INSERT INTO attempts (queue_id, message_id, started, units, status)"
-                " VALUES (?, ?, ?, ?, 'inflight')",
-                (queue_id, message_id, now, units),
-            )
-            assert cur.lastrowid is not None
-            return cur.lastrowid
+        return self.settle_and_reserve(None, queue_id, message_id, units, now)
 
     def settle_and_reserve(
         self,
