@@ -75,11 +75,11 @@ from _common import machine, median, table, workdir
 
 from exactmaild import logs
 from exactmaild.config import Config, Log
-from exactmaild.mailbox import server_tls_context, tls_context
 from exactmaild.mailbox.imap import IMAPMailbox
 from exactmaild.mailbox.pop3 import POP3Mailbox
 from exactmaild.receiver import CheckResult, Receiver
 from exactmaild.state import StateStore
+from exactmaild.tlscontext import TlsContexts, build
 from tests.fixtures.dovecot import (
     Dovecot,
     StaticCredentials,
@@ -127,6 +127,8 @@ class Box:
     rounds: dict[str, list[Round]] = field(default_factory=dict)
     first_check: dict[str, tuple[float, int, bool]] = field(default_factory=dict)
     first_empty: dict[str, float] = field(default_factory=dict)  # the check right after it
+    # Kept across checks, as the daemon keeps one per configuration.
+    tls: TlsContexts = field(default_factory=TlsContexts)
 
     def log_offset(self) -> int:
         """Where Dovecot's log ends once every session so far has logged its end.
@@ -211,7 +213,9 @@ RAW = {"imap": raw_imap, "pop3": raw_pop3}
 def check(box: Box, protocol: str) -> tuple[float, CheckResult, int]:
     """(seconds, result, messages fetched): one check as the daemon's receive thread runs it."""
     t0 = time.perf_counter()
-    receiver = Receiver(box.cfgs[protocol], box.state, StaticCredentials(), timeout=TIMEOUT)
+    receiver = Receiver(
+        box.cfgs[protocol], box.state, StaticCredentials(), timeout=TIMEOUT, tls=box.tls
+    )
     result = receiver.check(time.time())
     elapsed = time.perf_counter() - t0
     if result.error:
@@ -434,17 +438,17 @@ def tls_setup(box: Box, n: int = 7) -> tuple[float, float]:
     """Median seconds of exactmaild's TLS context: (built afresh, as a check gets it).
 
     The first is paid once per configuration (start-up, reload); the second,
-    the cached lookup `server_tls_context`, is what every check pays.
+    the kept context (`TlsContexts.get`), is what every check pays.
     """
     cfg = next(iter(box.cfgs.values()))
     assert cfg.incoming is not None
     built, per_check = [], []
     for _ in range(n):
         t0 = time.perf_counter()
-        tls_context(box.server.ca_file)
+        build(box.server.ca_file)
         built.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        server_tls_context(cfg.incoming)
+        box.tls.get(cfg.incoming.tls_ca_file)
         per_check.append(time.perf_counter() - t0)
     return median(built), median(per_check)
 
@@ -525,8 +529,8 @@ def report(boxes: list[Box], protocols: list[str], new: int, tls_build: float, t
     without = {p: median([(x.check - tls) / x.raw for x in big.rounds[p]]) for p in protocols}
     print(
         f"# TLS context: built once per configuration in {tls_build * 1000:.1f} ms "
-        f"(mailbox.tls_context); each check pays {tls * 1000:.3f} ms "
-        f"(mailbox.server_tls_context); check/raw without it: "
+        f"(tlscontext.build); each check pays {tls * 1000:.3f} ms "
+        f"(TlsContexts.get); check/raw without it: "
         + ", ".join(f"{p} {v:.2f}" for p, v in without.items())
     )
 

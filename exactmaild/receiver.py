@@ -27,6 +27,7 @@ from exactmaild.errors import ExactmailError, TemporaryFailure
 from exactmaild.mailbox import DEFAULT_TIMEOUT, detail_of, open_mailbox, step_of
 from exactmaild.mailbox.imap import IMAPMailbox
 from exactmaild.state import StateStore
+from exactmaild.tlscontext import TlsContexts
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,11 @@ class Receiver:
         *,
         log: Any = None,
         timeout: float = DEFAULT_TIMEOUT,
+        tls: TlsContexts | None = None,
     ) -> None:
         self.cfg = cfg
+        # The daemon passes one per configuration, kept across checks.
+        self.tls = tls if tls is not None else TlsContexts()
         self.state = state
         self.credentials = credentials
         self.log = log if log is not None else structlog.get_logger("exactmaild.receive")
@@ -75,7 +79,9 @@ class Receiver:
         inc, rcv = self.cfg.incoming, self.cfg.receive
         if inc is None or rcv is None:
             return CheckResult(delivered=0)
-        box = open_mailbox(inc, self.credentials, self.state, timeout=self.timeout, log=self.log)
+        box = open_mailbox(
+            inc, self.credentials, self.state, timeout=self.timeout, log=self.log, tls=self.tls
+        )
         delivered = 0
         sent_elsewhere: int | None = None
         error: str | None = None

@@ -40,6 +40,7 @@ from exactmaild.notify import Notifier
 from exactmaild.sender import Clock, Sender, SystemClock, Transport
 from exactmaild.spool import Spool
 from exactmaild.state import StateStore
+from exactmaild.tlscontext import TlsContexts
 from exactmaild.windows import describe_next, next_check
 
 LOCK_NAME = "exactmaild.lock"
@@ -90,6 +91,9 @@ class Service:
         adjust_config: Callable[[Config], Config] | None = None,
     ) -> None:
         self.cfg = cfg
+        # The mailbox checks' TLS contexts, kept across checks; new with each
+        # configuration, so a reload reads the CA stores afresh.
+        self._tls = TlsContexts()
         # What the command line changed in the loaded config (run --daemon:
         # the log file); applied again to every reloaded config.
         self._adjust_config = adjust_config
@@ -368,6 +372,7 @@ class Service:
             self._refuse([f"applying the new configuration failed: {exc}"])
             return
         self.cfg = new
+        self._tls = TlsContexts()
         self._next_check = self._due_check(self.clock.time())
         if self.state is not None:
             with contextlib.suppress(Exception):
@@ -436,7 +441,9 @@ class Service:
 
         assert self.state is not None
         try:
-            receiver = Receiver(cfg, self.state, credentials_for(cfg.account), log=self.log)
+            receiver = Receiver(
+                cfg, self.state, credentials_for(cfg.account), log=self.log, tls=self._tls
+            )
             self._receive_result = receiver.check(now, window=window)
         except Exception as exc:  # never let a check kill the loop
             self.log.exception("receive_crashed")

@@ -24,7 +24,6 @@ trips per message instead of three plus one per recipient.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import smtplib
 import socket
@@ -40,6 +39,7 @@ from exactmaild.errors import (
     UnknownOutcome,
 )
 from exactmaild.secrets import SecretError
+from exactmaild.tlscontext import TlsContexts
 
 # Replies by which providers say "this account is over its quota / sending too
 # fast / blocked": never the message's fault. Enhanced status codes per RFC 3463
@@ -78,14 +78,6 @@ class SendResult:
     refused: dict[str, tuple[int, str]] = field(default_factory=dict)  # permanent
     deferred: dict[str, tuple[int, str]] = field(default_factory=dict)  # temporary (4xx RCPT)
     reply: str = ""
-
-
-def _tls_context(server: Server) -> ssl.SSLContext:
-    """Verification always on; tls_ca_file adds trust on top of the system's."""
-    ctx = ssl.create_default_context()
-    if server.tls_ca_file is not None:
-        ctx.load_verify_locations(cafile=str(server.tls_ca_file))
-    return ctx
 
 
 def _text(raw: bytes | str) -> str:
@@ -153,22 +145,12 @@ class SmtpSender:
         self.timeout = timeout
         self.local_hostname = local_hostname
         self._conn: smtplib.SMTP | None = None
-        self._ctx: tuple[object, ssl.SSLContext] | None = None
+        self._tls_contexts = TlsContexts()  # one per SmtpSender: one per configuration
 
     def _tls(self) -> ssl.SSLContext:
-        """The TLS context, built once and kept: loading the system CA store
-        costs ~17 ms, and a paced sender reconnects for nearly every message.
-        Rebuilt when outgoing.tls_ca_file changes on disk (a renewed private
-        CA), so that needs no restart; a reload with new outgoing settings
-        gets a new SmtpSender anyway."""
-        key: object = None
-        if self.server.tls_ca_file is not None:
-            with contextlib.suppress(OSError):  # missing: the load below says so
-                st = os.stat(self.server.tls_ca_file)
-                key = (st.st_mtime_ns, st.st_size, st.st_ino)
-        if self._ctx is None or self._ctx[0] != key:
-            self._ctx = (key, _tls_context(self.server))
-        return self._ctx[1]
+        """The TLS context, kept across connections (tlscontext: built once, and
+        again only when outgoing.tls_ca_file changes on disk)."""
+        return self._tls_contexts.get(self.server.tls_ca_file)
 
     @property
     def connected(self) -> bool:

@@ -1,7 +1,7 @@
 """Mailbox adapters: the only code that speaks IMAP (imaplib) or POP3 (poplib).
 
-Owns what the two protocols share: the TLS context (verification always
-on), the step-by-step connection (DNS, connect, TLS, login, folder) with a
+Owns what the two protocols share: the TLS context (`exactmaild.tlscontext`,
+verification always on), the step-by-step connection (DNS, connect, TLS, login, folder) with a
 timeout on every socket, the mapping of every server or network problem onto
 the error tree with a message that names the failed step and what to do, and
 the small interface `exactmaild.receiver` drives:
@@ -24,13 +24,13 @@ from __future__ import annotations
 import ipaddress
 import socket
 import ssl
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from exactmaild.config import Incoming
 from exactmaild.credentials import Credentials
 from exactmaild.errors import AccountFailure, TemporaryFailure
+from exactmaild.tlscontext import TlsContexts
 
 if TYPE_CHECKING:
     from exactmaild.state import StateStore
@@ -94,59 +94,15 @@ class Mailbox(Protocol):
         ...
 
 
-def tls_context(tls_ca_file: object | None) -> ssl.SSLContext:
-    """Certificate and hostname verification, always; `tls_ca_file` adds trust, replaces none.
-
-    A new context, built now (`server_tls_context` is the cached one a check
-    uses). create_default_context() without a cafile already loads the
-    system CA store (about 17 ms); the configured file is then added on top:
-    create_default_context(cafile=X) would load only X, and a configured CA
-    file must never remove trust in the public CAs the provider uses.
-    """
-    ctx = ssl.create_default_context()
-    if tls_ca_file is not None:
-        try:
-            ctx.load_verify_locations(cafile=str(tls_ca_file))
-        except (OSError, ssl.SSLError) as exc:
-            raise MailboxFailure(
-                "TLS", f"cannot load incoming.tls_ca_file {tls_ca_file}: {exc}"
-            ) from exc
-    ctx.check_hostname = True
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    return ctx
-
-
-# The contexts built for the last few Incoming objects, by identity: id ->
-# (the object itself, its context). Identity, not value: a reload makes a new
-# Config (configload builds every object anew) and must rebuild the context,
-# since the CA file (or the system store) may have changed on disk under the
-# same path; an equal-valued key (functools.lru_cache, a dict keyed on the
-# dataclass or its fields) would hand the stale context to the new
-# configuration. Between reloads the daemon keeps its Config, so each check
-# finds its context here instead of paying the build again. The entry holds
-# the object itself so its id cannot be reused by another object while
-# cached, and the `is` check below makes that explicit. A few entries cover
-# the running configuration plus a reload or a test-connection in between;
-# the oldest go first. A CA file that fails to load is not cached (the next
-# check tries again, as before).
-_TLS_CACHE_SIZE = 4
-_tls_cache: dict[int, tuple[Incoming, ssl.SSLContext]] = {}
-_tls_cache_lock = threading.Lock()
-
-
-def server_tls_context(incoming: Incoming) -> ssl.SSLContext:
-    """`tls_context(incoming.tls_ca_file)`, built once per configuration (see above)."""
-    with _tls_cache_lock:
-        hit = _tls_cache.get(id(incoming))
-    if hit is not None and hit[0] is incoming:
-        return hit[1]
-    # Built outside the lock: two threads racing build twice, harmlessly.
-    ctx = tls_context(incoming.tls_ca_file)
-    with _tls_cache_lock:
-        _tls_cache[id(incoming)] = (incoming, ctx)
-        while len(_tls_cache) > _TLS_CACHE_SIZE:
-            del _tls_cache[next(iter(_tls_cache))]
-    return ctx
+def tls_context(incoming: Incoming, contexts: TlsContexts) -> ssl.SSLContext:
+    """The verifying TLS context for `incoming` (`tlscontext`: kept across checks,
+    rebuilt when incoming.tls_ca_file changes), or the TLS step's failure."""
+    try:
+        return contexts.get(incoming.tls_ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise MailboxFailure(
+            "TLS", f"cannot load incoming.tls_ca_file {incoming.tls_ca_file}: {exc}"
+        ) from exc
 
 
 def open_socket(incoming: Incoming, timeout: float, on_step: OnStep | None) -> socket.socket:
@@ -242,15 +198,17 @@ def open_mailbox(
     *,
     timeout: float = DEFAULT_TIMEOUT,
     log: Any = None,
+    tls: TlsContexts | None = None,
 ) -> Mailbox:
-    """The adapter for `incoming.protocol` (`log`: a structlog logger, for rare events)."""
+    """The adapter for `incoming.protocol` (`log`: a structlog logger, for rare
+    events; `tls`: the configuration's kept TLS contexts, else built afresh)."""
     if incoming.protocol == "pop3":
         from exactmaild.mailbox.pop3 import POP3Mailbox
 
-        return POP3Mailbox(incoming, credentials, state, timeout=timeout, log=log)
+        return POP3Mailbox(incoming, credentials, state, timeout=timeout, log=log, tls=tls)
     from exactmaild.mailbox.imap import IMAPMailbox
 
-    return IMAPMailbox(incoming, credentials, state, timeout=timeout, log=log)
+    return IMAPMailbox(incoming, credentials, state, timeout=timeout, log=log, tls=tls)
 
 
 __all__ = [
@@ -263,7 +221,6 @@ __all__ = [
     "OnStep",
     "detail_of",
     "open_mailbox",
-    "server_tls_context",
     "step_of",
     "tls_context",
 ]

@@ -26,9 +26,10 @@ from exactmaild.mailbox import (
     describe,
     open_socket,
     peer_is_loopback,
-    server_tls_context,
+    tls_context,
     wrap_tls,
 )
+from exactmaild.tlscontext import TlsContexts
 
 if TYPE_CHECKING:
     from exactmaild.state import StateStore
@@ -83,8 +84,10 @@ class Adapter(Generic[C]):
         *,
         timeout: float = DEFAULT_TIMEOUT,
         log: Any = None,
+        tls: TlsContexts | None = None,
     ) -> None:
         self.incoming = incoming
+        self._tls = tls if tls is not None else TlsContexts()
         self.credentials = credentials
         self._state = state
         self.timeout = timeout
@@ -131,7 +134,7 @@ class Adapter(Generic[C]):
 
     def connect(self, on_step: OnStep | None = None) -> None:
         inc = self.incoming
-        ctx = server_tls_context(inc) if inc.security != "none" else None
+        ctx = tls_context(inc, self._tls) if inc.security != "none" else None
         try:
             client = self._open(ctx if inc.security == "tls" else None, on_step)
         except ExactmailError:
