@@ -8,27 +8,16 @@ result or the error class and text, and what the server took.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
 
 import pytest
 
-from exactmaild.config import Server
+from exactmaild.config import Account, Server
+from exactmaild.credentials import NoCredentials
 from exactmaild.smtp import SmtpSender
 from tests.fixtures.faults import DROP, FaultServer, Script
 
 MSG = b"To: a@example.org\r\nSubject: hi\r\n\r\nHello\r\n.dot line\r\nend"
 RCPTS = ("a@example.org", "b@example.org", "c@example.org")
-
-
-class _NoLogin:
-    method: Literal["none"] = "none"
-    username = ""
-
-    def secret(self) -> str:
-        return ""
-
-    def invalidate(self) -> None:
-        pass
 
 
 def _script(
@@ -81,7 +70,11 @@ def _outcome(pipelining: bool, case: str) -> tuple[object, ...]:
     srv = FaultServer(pipelining=pipelining)
     try:
         CASES[case](srv.script)
-        t = SmtpSender(Server(srv.host, srv.port, "none"), _NoLogin(), timeout=5.0)
+        t = SmtpSender(
+            Server(srv.host, srv.port, "none"),
+            NoCredentials(Account("reception@practice.example")),
+            timeout=5.0,
+        )
         # Sequential sends issue MAIL through putcmd(); pipelined ones write the
         # whole group at once and never do.
         t.connect()

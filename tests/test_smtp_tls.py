@@ -9,23 +9,13 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
-from exactmaild.config import Server
+from exactmaild.config import Account, Server
+from exactmaild.credentials import NoCredentials
 from exactmaild.errors import TemporaryFailure
 from exactmaild.smtp import SmtpSender
 from tests.fixtures.smtp import make_cert, start_smtp
 
 MSG = b"From: reception@practice.example\r\nTo: a@example.org\r\nSubject: t\r\n\r\nHello\r\n"
-
-
-class _NoLogin:
-    method = "none"
-    username = ""
-
-    def secret(self) -> str:
-        return ""
-
-    def invalidate(self) -> None:
-        pass
 
 
 def test_renewed_ca_file_is_used_without_restart(tmp_path: Path) -> None:
@@ -38,7 +28,9 @@ def test_renewed_ca_file_is_used_without_restart(tmp_path: Path) -> None:
     ctl_b, srv_b = start_smtp("tls", cert=cert_b)
     try:
         t = SmtpSender(
-            Server("127.0.0.1", srv_a.port, "tls", tls_ca_file=ca), _NoLogin(), timeout=5.0
+            Server("127.0.0.1", srv_a.port, "tls", tls_ca_file=ca),
+            NoCredentials(Account("reception@practice.example")),
+            timeout=5.0,
         )
         t.send("reception@practice.example", ("a@example.org",), MSG)
         t.close()
