@@ -70,7 +70,7 @@ def message(i: int, size: int = 500) -> bytes:
 
 def wire_message(i: int, size: int = 500) -> tuple[str, tuple[str, ...], bytes]:
     """What exactmaild puts on the wire for message(i): the raw client sends the same bytes."""
-    from exactmaild import message as msgmod
+    from exactmaild.send import message as msgmod
 
     p = msgmod.prepare(
         message(i, size),

@@ -73,13 +73,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pytest
 from _common import machine, median, table, workdir
 
-from exactmaild import logs
-from exactmaild.config import Config, Log
-from exactmaild.mailbox.imap import IMAPMailbox
-from exactmaild.mailbox.pop3 import POP3Mailbox
-from exactmaild.receiver import CheckResult, Receiver
-from exactmaild.state import StateStore
-from exactmaild.tlscontext import TlsContexts, build
+from exactmaild.auth.tls import TlsContexts, build
+from exactmaild.config.model import Config, LogConfig
+from exactmaild.daemon import logs
+from exactmaild.receive.mailbox.imap import IMAPMailbox
+from exactmaild.receive.mailbox.pop3 import POP3Mailbox
+from exactmaild.receive.receiver import CheckResult, Receiver
+from exactmaild.store.state import StateStore
 from tests.fixtures.dovecot import (
     Dovecot,
     StaticCredentials,
@@ -395,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     boxes: list[Box] = []
     try:
         with workdir("receive") as work:
-            logs.configure(Log(format="json", level="info", file=work / "exactmaild.log"))
+            logs.configure(LogConfig(format="json", level="info", file=work / "exactmaild.log"))
             t0 = time.perf_counter()
             try:
                 small = make_box("small", small_n, protocols, work, None)

@@ -2,6 +2,6 @@
 
 import sys
 
-from exactmaild.cli import main
+from exactmaild.cli.main import main
 
 sys.exit(main())

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from exactmaild.spool import Spool
+from exactmaild.outbox.spool import Spool
 from tests.fixtures.smtp import SmtpServer
 from tests.helpers import exactmaild, message, write_config
 

@@ -1,4 +1,4 @@
-"""Tests for exactmaild.configload: defaults, every rule, line numbers, hostile input."""
+"""Tests for exactmaild.config.load: defaults, every rule, line numbers, hostile input."""
 
 from __future__ import annotations
 
@@ -12,19 +12,19 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exactmaild import configload
-from exactmaild.config import ALL_DAYS, Config, Window
-from exactmaild.configload import (
+from exactmaild.cli.summary import summary
+from exactmaild.config import load as configload
+from exactmaild.config.load import (
     load,
     parse,
     parse_duration,
     parse_hhmm,
     parse_size,
     parse_window,
-    summary,
     system_timezone,
 )
-from exactmaild.errors import EX_CONFIG, ConfigError
+from exactmaild.config.model import ALL_DAYS, Config, Window
+from exactmaild.core.errors import EX_CONFIG, ConfigError
 
 SRC = Path("/etc/exactmaild/exactmaild.yaml")
 

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import yaml
 
-from exactmaild import configload, logs
-from exactmaild.service import Service
-from exactmaild.spool import Spool
+from exactmaild.config import load as configload
+from exactmaild.daemon import logs
+from exactmaild.daemon.service import Service
+from exactmaild.outbox.spool import Spool
 from tests.fixtures.smtp import SmtpServer
 from tests.helpers import (
     Daemon,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from exactmaild.spool import Spool
+from exactmaild.outbox.spool import Spool
 from tests.fixtures.smtp import SmtpServer
 from tests.helpers import Daemon, message, wait_until, write_config
 from tests.test_sending import HangingServer

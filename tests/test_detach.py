@@ -1,4 +1,4 @@
-"""exactmaild.detach: a real double-forked daemon guarded by an flock'd pidfile."""
+"""exactmaild.daemon.detach: a real double-forked daemon guarded by an flock'd pidfile."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from exactmaild.detach import PidFile, PidFileError, PidFileLocked
-from exactmaild.errors import EX_CANTCREAT, EX_TEMPFAIL
+from exactmaild.core.errors import EX_CANTCREAT, EX_TEMPFAIL
+from exactmaild.daemon.detach import PidFile, PidFileError, PidFileLocked
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 PROGRAM = """
 import os, sys, time
 from pathlib import Path
-from exactmaild.detach import detach, PidFileLocked
+from exactmaild.daemon.detach import detach, PidFileLocked
 
 try:
     pid_file = detach(Path(sys.argv[1]), keep_fds=[], working_dir=Path(sys.argv[2]))

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from exactmaild.spool import Spool
+from exactmaild.outbox.spool import Spool
 from tests.fixtures.faults import DROP, FaultServer, auth_fault_server, fault_server
 from tests.fixtures.smtp import SMTP_PASSWORD, Sink, SmtpServer, free_port
 from tests.helpers import Daemon, exactmaild, message, metric, scrape, wait_until, write_config

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from exactmaild.config import ALL_DAYS, Send, Weekday, Window
-from exactmaild.limits import (
+from exactmaild.config.model import ALL_DAYS, Send, Weekday, Window
+from exactmaild.core.limits import (
     DAY,
     LIMIT_WINDOWS,
     Ledger,
@@ -28,7 +28,7 @@ from exactmaild.limits import (
     wall_clock,
     window_bounds,
 )
-from exactmaild.windows import is_open, next_send_time
+from exactmaild.core.schedule import is_open, next_send_time
 from tests.helpers import at, utc
 
 LON = ZoneInfo("Europe/London")

@@ -10,8 +10,8 @@ from email.parser import BytesParser
 
 import pytest
 
-from exactmaild.errors import BadMessage
-from exactmaild.message import prepare
+from exactmaild.core.errors import BadMessage
+from exactmaild.send.message import prepare
 
 SIG = "Smiles Dental\n01234 567890"
 
@@ -156,7 +156,7 @@ _EQUIV = [
 def test_fast_path_matches_slow_path(
     raw: bytes, display_name: str | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from exactmaild import message as msgmod
+    from exactmaild.send import message as msgmod
 
     monkeypatch.setattr(
         msgmod.email.utils, "formatdate", lambda **_: "Fri, 27 Nov 2026 16:00:00 +0000"
@@ -190,7 +190,7 @@ def test_fast_path_matches_slow_path(
 
 
 def test_fast_path_is_taken_for_a_plain_message() -> None:
-    from exactmaild import message as msgmod
+    from exactmaild.send import message as msgmod
 
     raw = b"To: a@example.org\nSubject: hi\n\nHello\n"
     p = msgmod._prepare_fast(raw, "r@practice.example", "Smiles Dental", ())

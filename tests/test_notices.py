@@ -8,7 +8,7 @@ from email.parser import BytesParser
 
 import pytest
 
-from exactmaild.notices import Failure, build, is_notice
+from exactmaild.send.dsn import Failure, build, is_notice
 
 ORIGINAL = (
     b"From: Smiles Dental <reception@practice.example>\n"

@@ -1,4 +1,4 @@
-"""exactmaild.notify against a real AF_UNIX datagram socket playing systemd."""
+"""exactmaild.daemon.systemd against a real AF_UNIX datagram socket playing systemd."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from exactmaild.notify import Notifier, monotonic_usec_now
+from exactmaild.daemon.systemd import Notifier, monotonic_usec_now
 
 
 @pytest.fixture

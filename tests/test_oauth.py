@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exactmaild import oauth
-from exactmaild.config import Account, Auth
-from exactmaild.credentials import credentials_for
-from exactmaild.errors import AccountFailure, TemporaryFailure
-from exactmaild.oauth import OAuth2Credentials, OAuthCollector
+from exactmaild.auth import oauth
+from exactmaild.auth.credentials import credentials_for
+from exactmaild.auth.oauth import OAuth2Credentials, OAuthCollector
+from exactmaild.config.model import Account, Auth
+from exactmaild.core.errors import AccountFailure, TemporaryFailure
 from tests.fixtures.smtp import free_port
 from tests.fixtures.tokens import CLIENT_ID, CLIENT_SECRET, TokenServer, start_token_server
 

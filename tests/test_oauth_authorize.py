@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from exactmaild.authorize import AuthorizationFailed, authorize
-from exactmaild.config import Account, Auth
-from exactmaild.oauth import OAuth2Credentials
+from exactmaild.auth.authorize import AuthorizationFailed, authorize
+from exactmaild.auth.oauth import OAuth2Credentials
+from exactmaild.config.model import Account, Auth
 from tests.fixtures.tokens import CLIENT_ID, CLIENT_SECRET, TokenServer, start_token_server
 from tests.helpers import REPO
 from tests.test_oauth import write_private
@@ -44,16 +44,6 @@ def account(tmp: Path, ts: TokenServer) -> Account:
             scope="https://mail.example/all offline_access",
         ),
     )
-
-
-def _cli_has_authorize() -> bool:
-    from exactmaild.cli import build_parser
-
-    try:
-        build_parser().parse_args(["authorize"])
-    except SystemExit:
-        return False
-    return True
 
 
 def test_cli_device_flow_stores_token_0600_and_prints_code(
@@ -86,15 +76,7 @@ def test_cli_device_flow_stores_token_0600_and_prints_code(
             }
         )
     )
-    # `exactmaild authorize` once cli.py has the subcommand; the module until then.
-    command = (
-        ["-m", "exactmaild", "authorize"]
-        if _cli_has_authorize()
-        else [
-            "-m",
-            "exactmaild.authorize",
-        ]
-    )
+    command = ["-m", "exactmaild", "authorize"]
     done = subprocess.run(
         [sys.executable, *command, "-c", str(config)],
         capture_output=True,
@@ -158,7 +140,7 @@ def test_code_expiry_and_missing_device_url(tmp_path: Path, tokens: TokenServer)
         )
     from dataclasses import replace
 
-    from exactmaild.errors import ConfigError
+    from exactmaild.core.errors import ConfigError
 
     acct = account(tmp_path, tokens)
     no_device = replace(acct, auth=replace(acct.auth, device_authorization_url=None))

@@ -11,11 +11,11 @@ from typing import Literal
 
 import pytest
 
-from exactmaild import oauth
-from exactmaild.config import Account, Auth
-from exactmaild.oauth import OAuth2Credentials
-from exactmaild.receiver import Receiver
-from exactmaild.state import StateStore
+from exactmaild.auth import oauth
+from exactmaild.auth.oauth import OAuth2Credentials
+from exactmaild.config.model import Account, Auth
+from exactmaild.receive.receiver import Receiver
+from exactmaild.store.state import StateStore
 from tests.fixtures import dovecot as dv
 from tests.fixtures.tokens import CLIENT_ID, CLIENT_SECRET, TokenServer, start_token_server
 from tests.test_oauth import write_private

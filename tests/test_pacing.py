@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exactmaild.pacing import format_seconds, plan
+from exactmaild.core.pacing import format_seconds, plan
 
 
 @pytest.mark.parametrize(

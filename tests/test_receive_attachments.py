@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from exactmaild.attachments import MAX_NAME_BYTES, safe_filename, save_attachment
-from exactmaild.receiver import Receiver
-from exactmaild.state import StateStore
+from exactmaild.receive.attachments import MAX_NAME_BYTES, safe_filename, save_attachment
+from exactmaild.receive.receiver import Receiver
+from exactmaild.store.state import StateStore
 from tests.fixtures.dovecot import Dovecot, StaticCredentials, build_config
 
 PAYLOAD = b"root:x:0:0:root:/root:/bin/bash\n" * 20

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from exactmaild.receiver import CheckResult, Receiver
-from exactmaild.state import StateStore
+from exactmaild.receive.receiver import CheckResult, Receiver
+from exactmaild.store.state import StateStore
 from tests.fixtures.dovecot import Dovecot, StaticCredentials, build_config, maildir_subjects
 
 pytestmark = [pytest.mark.dovecot, pytest.mark.slow]
@@ -25,9 +25,9 @@ REPO = Path(__file__).resolve().parents[1]
 CHILD = """
 import json, sys, time
 from pathlib import Path
-from exactmaild.config import Incoming
-from exactmaild.receiver import Receiver
-from exactmaild.state import StateStore
+from exactmaild.config.model import Incoming
+from exactmaild.receive.receiver import Receiver
+from exactmaild.store.state import StateStore
 from tests.fixtures.dovecot import StaticCredentials, build_config
 
 args = json.loads(sys.argv[1])

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from exactmaild.spool import Spool
+from exactmaild.outbox.spool import Spool
 from tests.fixtures.dovecot import USER, Dovecot, free_port, make_message
 from tests.fixtures.smtp import SmtpServer, start_smtp
 from tests.helpers import Daemon, exactmaild, message, metric, scrape, wait_until, write_config

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from exactmaild import receiver
-from exactmaild.receiver import Receiver, Step
-from exactmaild.state import StateStore
+from exactmaild.receive import receiver
+from exactmaild.receive.receiver import Receiver, Step
+from exactmaild.store.state import StateStore
 from tests.fixtures.dovecot import Dovecot, StaticCredentials, build_config, free_port
 
 pytestmark = pytest.mark.dovecot

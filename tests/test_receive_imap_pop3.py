@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from exactmaild.mailbox.imap import IMAPMailbox
-from exactmaild.mailbox.pop3 import POP3Mailbox
-from exactmaild.receiver import CheckResult, Receiver
-from exactmaild.state import StateStore
+from exactmaild.receive.mailbox.imap import IMAPMailbox
+from exactmaild.receive.mailbox.pop3 import POP3Mailbox
+from exactmaild.receive.receiver import CheckResult, Receiver
+from exactmaild.store.state import StateStore
 from tests.fixtures.dovecot import (
     Dovecot,
     StaticCredentials,
@@ -181,7 +181,7 @@ def test_uidvalidity_change_delivers_only_unseen(dovecot: Dovecot, tmp_path: Pat
 
 
 def test_reset_position_fetches_everything_again(dovecot: Dovecot, tmp_path: Path) -> None:
-    from exactmaild.receiver import reset_position
+    from exactmaild.receive.receiver import reset_position
 
     dovecot.add_messages(1, 2)
     cfg = build_config(tmp_path, dovecot.incoming("imap", "tls"))

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from exactmaild.receiver import Receiver
-from exactmaild.state import StateStore
+from exactmaild.receive.receiver import Receiver
+from exactmaild.store.state import StateStore
 from tests.fixtures.dovecot import Dovecot, StaticCredentials, build_config, make_message
 
 pytestmark = pytest.mark.dovecot

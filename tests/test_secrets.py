@@ -1,4 +1,4 @@
-"""Tests for exactmaild.secrets: where secrets come from, refusals, atomic writes."""
+"""Tests for exactmaild.auth.secrets: where secrets come from, refusals, atomic writes."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from exactmaild import secrets
-from exactmaild.errors import EX_CONFIG
-from exactmaild.secrets import SecretError, read_secret, secret_source, write_secret
+from exactmaild.auth import secrets
+from exactmaild.auth.secrets import SecretError, read_secret, secret_source, write_secret
+from exactmaild.core.errors import EX_CONFIG
 
 SECRET = "s3cret-Value"
 IS_ROOT = os.geteuid() == 0

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from exactmaild import configload, logs
-from exactmaild.config import Config
-from exactmaild.service import Service
-from exactmaild.spool import Spool
+from exactmaild.config import load as configload
+from exactmaild.config.model import Config
+from exactmaild.daemon import logs
+from exactmaild.daemon.service import Service
+from exactmaild.outbox.spool import Spool
 from tests.fixtures.smtp import SmtpServer
 from tests.helpers import message, write_config
 

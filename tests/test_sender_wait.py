@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from exactmaild import configload, logs
-from exactmaild.metrics import Metrics
-from exactmaild.sender import Sender
-from exactmaild.spool import Spool
-from exactmaild.state import StateStore
+from exactmaild.config import load as configload
+from exactmaild.daemon import logs
+from exactmaild.daemon.metrics import Metrics
+from exactmaild.outbox.spool import Spool
+from exactmaild.send.sender import Sender
+from exactmaild.store.state import StateStore
 from tests.fixtures.smtp import SmtpServer
 from tests.helpers import message, write_config
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from exactmaild.spool import Spool
+from exactmaild.outbox.spool import Spool
 from tests.fixtures.smtp import SMTP_PASSWORD, SMTP_USER, SmtpServer, free_port, start_smtp
 from tests.helpers import Daemon, exactmaild, message, metric, scrape, wait_until, write_config
 

@@ -11,9 +11,9 @@ from collections.abc import Callable
 
 import pytest
 
-from exactmaild.config import Account, Server
-from exactmaild.credentials import NoCredentials
-from exactmaild.smtp import SmtpSender
+from exactmaild.auth.credentials import NoCredentials
+from exactmaild.config.model import Account, Server
+from exactmaild.send.smtp import SmtpSender
 from tests.fixtures.faults import DROP, FaultServer, Script
 
 MSG = b"To: a@example.org\r\nSubject: hi\r\n\r\nHello\r\n.dot line\r\nend"

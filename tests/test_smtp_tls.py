@@ -9,10 +9,10 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
-from exactmaild.config import Account, Server
-from exactmaild.credentials import NoCredentials
-from exactmaild.errors import TemporaryFailure
-from exactmaild.smtp import SmtpSender
+from exactmaild.auth.credentials import NoCredentials
+from exactmaild.config.model import Account, Server
+from exactmaild.core.errors import TemporaryFailure
+from exactmaild.send.smtp import SmtpSender
 from tests.fixtures.smtp import make_cert, start_smtp
 
 MSG = b"From: reception@practice.example\r\nTo: a@example.org\r\nSubject: t\r\n\r\nHello\r\n"

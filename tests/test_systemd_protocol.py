@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 import yaml
 
-from exactmaild.spool import Spool
+from exactmaild.outbox.spool import Spool
 from tests.fixtures.smtp import SMTP_PASSWORD, SMTP_USER, SmtpServer, start_smtp
 from tests.helpers import Daemon, exactmaild, message, metric, scrape, wait_until, write_config
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from exactmaild.tlscontext import TlsContexts
+from exactmaild.auth.tls import TlsContexts
 from tests.fixtures.smtp import make_cert
 
 

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exactmaild.config import ALL_DAYS, Schedule, Weekday, Window
-from exactmaild.limits import Ledger, LimitWindow, local_instant
-from exactmaild.windows import describe_next, is_open, next_check, next_open, next_send_time
+from exactmaild.core.hours import ALL_DAYS, Schedule, Weekday, Window
+from exactmaild.core.limits import Ledger, LimitWindow, local_instant
+from exactmaild.core.schedule import describe_next, is_open, next_check, next_open, next_send_time
 from tests.helpers import at, utc
 
 LON = ZoneInfo("Europe/London")

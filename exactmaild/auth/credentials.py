@@ -1,0 +1,108 @@
+"""Credentials for the mail servers: who logs in, and with what secret.
+
+The SMTP adapter and the mailbox adapters ask a `Credentials` object for the
+secret at each login instead of holding it, so a password file rotated on
+disk or an OAuth2 access token refreshed in memory is picked up without a
+restart, and the secret never sits in a config object that might be logged.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+from exactmaild.config.model import Account
+
+
+class Credentials(Protocol):
+    @property
+    def method(self) -> Literal["password", "oauth2", "none"]: ...
+
+    @property
+    def username(self) -> str: ...
+
+    def secret(self) -> str:
+        """The password, or a current OAuth2 access token."""
+        ...
+
+    def invalidate(self) -> None:
+        """The server refused the secret: fetch a fresh one next time (OAuth2)."""
+        ...
+
+
+class PasswordCredentials:
+    """Password login; the password is re-read from its file at each login."""
+
+    method: Literal["password"] = "password"
+
+    def __init__(self, account: Account) -> None:
+        self._account = account
+
+    @property
+    def username(self) -> str:
+        return self._account.auth.username or self._account.address
+
+    def secret(self) -> str:
+        from exactmaild.auth.secrets import read_secret
+
+        return read_secret(self._account.auth.password_file, "password", what="password")
+
+    def invalidate(self) -> None:
+        # Nothing cached to drop (the file is re-read at each login); count the
+        # refusal so monitoring sees password failures as it sees OAuth ones.
+        from exactmaild.auth.oauth import record_auth_failure
+
+        record_auth_failure("login")
+
+    def __repr__(self) -> str:  # never show the secret, even by accident
+        return f"PasswordCredentials(username={self.username!r})"
+
+
+class NoCredentials:
+    """A local relay that needs no login."""
+
+    method: Literal["none"] = "none"
+
+    def __init__(self, account: Account) -> None:
+        self._account = account
+
+    @property
+    def username(self) -> str:
+        return self._account.address
+
+    def secret(self) -> str:
+        return ""
+
+    def invalidate(self) -> None:
+        pass
+
+
+def check_at_start(account: Account) -> None:
+    """Refuse to start with a secret file that is missing, unreadable, empty or
+    readable by other users (raises SecretError, exit 78, naming the file and
+    the fix), instead of failing at the first send hours later. The secret is
+    read and dropped: it is still re-read at each login."""
+    from exactmaild.auth.secrets import CLIENT_SECRET, PASSWORD, REFRESH_TOKEN, read_secret
+
+    auth = account.auth
+    if auth.method == "password":
+        read_secret(auth.password_file, PASSWORD, what="password")
+    elif auth.method == "oauth2":
+        # Only files that exist: a refresh token may arrive later (`exactmaild
+        # authorize`); one that exists must not be readable by others.
+        for path, credential, what in (
+            (auth.refresh_token_file, REFRESH_TOKEN, "OAuth2 refresh token"),
+            (auth.client_secret_file, CLIENT_SECRET, "OAuth2 client secret"),
+        ):
+            if path is not None and path.exists():
+                read_secret(path, credential, what=what)
+
+
+def credentials_for(account: Account) -> Credentials:
+    """The credentials object for the configured auth method."""
+    if account.auth.method == "none":
+        return NoCredentials(account)
+    if account.auth.method == "oauth2":
+        from exactmaild.auth.oauth import OAuth2Credentials  # type: ignore[import-not-found,unused-ignore]
+
+        return OAuth2Credentials(account)  # type: ignore[no-any-return,unused-ignore]
+    return PasswordCredentials(account)

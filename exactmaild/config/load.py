@@ -1,0 +1,237 @@
+"""Loading the YAML configuration into the typed `exactmaild.config.model.Config`.
+
+This module is the public API: `load()` and `parse()`, the top-level walk of
+the document, and (re-exported) the unit parsers and `summary()`. Every rule
+and default of the design's "Configuration (YAML)" section is reported all at
+once as `ConfigError` problems `FILE:LINE: key.path: what`, with "did you
+mean" suggestions for misspelt keys.
+
+The work is shared with:
+
+- `exactmaild.config.values`: the units (durations, sizes, times of day,
+  windows), the system time zone, ports and hosts;
+- `exactmaild.config.yamlnodes`: the hostile-input-safe YAML composition and the
+  located-node helpers (`Map`, `Checker`);
+- `exactmaild.config.schema`: the keys each section accepts, and the defaults;
+- `exactmaild.config.convert`: one node to one typed value;
+- `exactmaild.config.sections`: the account, server, schedule, receive and
+  send sections;
+- `exactmaild.config.providers`: the provider presets (microsoft365, google);
+- `exactmaild.cli.summary`: `summary()`, the text `exactmaild check-config`
+  prints.
+
+It never opens a network connection and never reads a secret: that happens at
+use time in `exactmaild.auth.secrets`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal, NoReturn, cast
+
+from yaml.nodes import MappingNode, Node
+
+from exactmaild.config import convert as conv
+from exactmaild.config import sections
+from exactmaild.config.model import (
+    Config,
+    Incoming,
+    LogConfig,
+    MetricsConfig,
+    SpoolConfig,
+)
+from exactmaild.config.schema import (
+    AUTH_KEYS,
+    DEFAULT_METRICS_HOST,
+    DEFAULT_METRICS_PORT,
+    DEFAULT_SPOOL_DIR,
+    DEFAULT_STATE_DIR,
+    INCOMING_KEYS,
+    LOG_KEYS,
+    METRICS_KEYS,
+    SCHEDULE_KEYS,
+    SEND_KEYS,
+    SPOOL_KEYS,
+    TOP_KEYS,
+)
+from exactmaild.config.values import (
+    is_loopback,
+    parse_duration,
+    parse_hhmm,
+    parse_size,
+    parse_window,
+    system_timezone,
+)
+from exactmaild.config.yamlnodes import (
+    MAX_ALIASES,
+    MAX_CONFIG_BYTES,
+    MAX_DEPTH,
+    Checker,
+    describe,
+    is_null,
+    node_line,
+)
+from exactmaild.core.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_METRICS_PORT",
+    "MAX_ALIASES",
+    "MAX_CONFIG_BYTES",
+    "MAX_DEPTH",
+    "load",
+    "parse",
+    "parse_duration",
+    "parse_hhmm",
+    "parse_size",
+    "parse_window",
+    "system_timezone",
+]
+
+# The schema under its former private names: the tests fuzz documents built
+# from these keys.
+_TOP_KEYS = TOP_KEYS
+_SEND_KEYS = SEND_KEYS
+_AUTH_KEYS = AUTH_KEYS
+_INCOMING_KEYS = INCOMING_KEYS
+_SCHEDULE_KEYS = SCHEDULE_KEYS
+
+
+# --------------------------------------------------------------------------
+# The document
+# --------------------------------------------------------------------------
+
+
+def _build(c: Checker, root: Node) -> Config | None:
+    if is_null(root):
+        c.problem(1, "", "the file is empty: it needs at least account: and outgoing:")
+        return None
+    if not isinstance(root, MappingNode):
+        c.problem(node_line(root), "", f"expected a mapping of settings, got {describe(root)}")
+        return None
+    top = c.mapping(root, "", TOP_KEYS, line=node_line(root))
+    # `system_timezone` is looked up in this module's namespace at call time,
+    # so replacing `configload.system_timezone` (as the tests do) still works.
+    timezone = c.get(top, "timezone", conv.timezone, None) or system_timezone()
+    state_dir = c.get(top, "state_dir", c.path, DEFAULT_STATE_DIR)
+    account = sections.account(c, top)
+    incoming = sections.server(c, top, "incoming", account.auth)
+    outgoing = sections.server(c, top, "outgoing", account.auth)
+    assert incoming is None or isinstance(incoming, Incoming)
+    receiving = incoming is not None or not top.given("incoming")
+    schedule = sections.schedule(c, top, receiving)
+    receive = sections.receive(c, top, incoming, state_dir)
+    send = sections.send(c, top, schedule, incoming)
+
+    spool_m = c.mapping(top.get("spool"), "spool", SPOOL_KEYS, line=top.line)
+    spool_dir = c.get(spool_m, "dir", c.path, DEFAULT_SPOOL_DIR)
+    spool_sizes: dict[str, int] = {}
+    if spool_m.given("max_message_size"):
+        spool_sizes["max_message_size"] = c.get(spool_m, "max_message_size", conv.positive_size, 1)
+    spool = SpoolConfig(dir=spool_dir, **spool_sizes)
+
+    metrics_m = c.mapping(top.get("metrics"), "metrics", METRICS_KEYS, line=top.line)
+    metrics = c.get(
+        metrics_m, "listen", conv.metrics, MetricsConfig(DEFAULT_METRICS_HOST, DEFAULT_METRICS_PORT)
+    )
+    if metrics.host is not None and not is_loopback(metrics.host):
+        c.warn(
+            f"metrics.listen {metrics.host}:{metrics.port} is reachable from other machines: "
+            "firewall the port, or listen on 127.0.0.1 and scrape through a proxy"
+        )
+
+    log_m = c.mapping(top.get("log"), "log", LOG_KEYS, line=top.line)
+    log = LogConfig(
+        format=cast(
+            Literal["auto", "json", "console"],
+            c.get(log_m, "format", conv.choice("auto", "json", "console"), "auto"),
+        ),
+        level=cast(
+            Literal["debug", "info", "warning", "error"],
+            c.get(log_m, "level", conv.choice("debug", "info", "warning", "error"), "info"),
+        ),
+        file=c.get(log_m, "file", c.path, None),
+    )
+
+    if c.problems or outgoing is None:
+        return None
+    return Config(
+        source=c.source,
+        timezone=timezone,
+        account=account,
+        incoming=incoming,
+        outgoing=outgoing,
+        schedule=schedule,
+        receive=receive,
+        send=send,
+        spool=spool,
+        state_dir=state_dir,
+        metrics=metrics,
+        log=log,
+        warnings=tuple(c.warnings),
+    )
+
+
+# --------------------------------------------------------------------------
+# Public entry points
+# --------------------------------------------------------------------------
+
+
+def _raise(c: Checker) -> NoReturn:
+    # Sorted by line so the output reads top to bottom like the file.
+    raise ConfigError(sorted(c.problems, key=lambda p: p.line))
+
+
+def parse(text: str, source: Path | str) -> Config:
+    """Validate configuration `text` (read from `source`) into a `Config`.
+
+    Raises `ConfigError` listing every problem found; never any other
+    exception for any input. Relative paths are resolved against the
+    directory of `source`.
+    """
+    source = Path(source)
+    c = Checker(source)
+    config: Config | None = None
+    root = c.compose(text)
+    if root is not None:
+        config = _build(c, root)
+    elif not c.problems:  # an empty document (or only comments)
+        c.problem(1, "", "the file is empty: it needs at least account: and outgoing:")
+    if c.problems or config is None:
+        if not c.problems:  # cannot happen; never let it pass silently
+            c.problem(0, "", "the configuration could not be read")
+        _raise(c)
+    return config
+
+
+def load(path: Path | str) -> Config:
+    """Read and validate the configuration file at `path` (see `parse`)."""
+    path = Path(path)
+    c = Checker(path)
+    try:
+        with open(path, "rb") as handle:
+            # Read one byte past the cap: enough to know, never the whole of
+            # a huge or endless file (/dev/zero).
+            data = handle.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        c.problem(0, "", "no such file (give another with -c/--config or $EXACTMAILD_CONFIG)")
+        _raise(c)
+    except IsADirectoryError:
+        c.problem(0, "", "is a directory, not a configuration file")
+        _raise(c)
+    except PermissionError:
+        c.problem(0, "", f"cannot be read by this user (uid {os.geteuid()}): check its permissions")
+        _raise(c)
+    except OSError as exc:
+        c.problem(0, "", f"cannot be read: {exc.strerror or exc}")
+        _raise(c)
+    if len(data) > MAX_CONFIG_BYTES:
+        c.problem(0, "", f"larger than {MAX_CONFIG_BYTES // 1024} KiB: not a configuration file")
+        _raise(c)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        c.problem(line, "", "not UTF-8 text: save the file as UTF-8")
+        _raise(c)
+    return parse(text, path)

@@ -1,0 +1,45 @@
+"""The provider presets: Microsoft 365 and Google servers and OAuth2 endpoints.
+
+With `account.auth.provider: microsoft365` or `google`, these fill in the
+token and device-authorization URLs, the scope, and the SMTP/IMAP/POP3 hosts
+and encryption that `exactmaild.config.sections` would otherwise require.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from exactmaild.config.model import Security
+
+
+@dataclass(frozen=True)
+class Preset:
+    token_url: str
+    device_authorization_url: str
+    scope: str
+    smtp: tuple[str, Security]
+    imap: tuple[str, Security]
+    pop3: tuple[str, Security]
+
+
+PRESETS: dict[str, Preset] = {
+    "microsoft365": Preset(
+        token_url="https://login.microsoftonline.com/common/oauth2/v2.0/token",
+        device_authorization_url="https://login.microsoftonline.com/common/oauth2/v2.0/devicecode",
+        scope=(
+            "https://outlook.office.com/SMTP.Send https://outlook.office.com/IMAP.AccessAsUser.All "
+            "https://outlook.office.com/POP.AccessAsUser.All offline_access"
+        ),
+        smtp=("smtp.office365.com", "starttls"),
+        imap=("outlook.office365.com", "tls"),
+        pop3=("outlook.office365.com", "tls"),
+    ),
+    "google": Preset(
+        token_url="https://oauth2.googleapis.com/token",
+        device_authorization_url="https://oauth2.googleapis.com/device/code",
+        scope="https://mail.google.com/",
+        smtp=("smtp.gmail.com", "tls"),
+        imap=("imap.gmail.com", "tls"),
+        pop3=("pop.gmail.com", "tls"),
+    ),
+}

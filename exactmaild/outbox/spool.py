@@ -1,0 +1,350 @@
+"""The spool directory: the only module that renames or unlinks spool files.
+
+Layout (Maildir-style, so nobody ever sees half a file)::
+
+    SPOOL/tmp/        producers write here ...
+    SPOOL/new/        ... and rename here: the queue
+    SPOOL/active/     claimed for sending (a message here cannot be cancelled)
+    SPOOL/deferred/   waiting for a retry after a temporary failure
+    SPOOL/hold/       parked for a person (unknown outcome with on_unknown_outcome: hold)
+    SPOOL/failed/     failed for good, each with NAME.reason beside it
+    SPOOL/cancelled/  cancelled by `exactmaild queue cancel`
+
+Every state change is a rename within the spool followed by an fsync of the
+directories involved, so a crash leaves each message in exactly one state.
+The queue order is kept in memory (oldest first), built from one scan of
+`new/` at start-up and then fed by inotify: picking the next message never
+rescans the directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from exactmaild.store.durable import fsync_dir as _fsync_dir
+from exactmaild.store.durable import write_new
+
+STATES = ("new", "active", "deferred", "hold", "failed", "cancelled")
+DIRS = ("tmp", *STATES)
+REASON_SUFFIX = ".reason"
+# A dot-file: producers' and the daemon's scans never take it for a message.
+_PROBE_NAME = ".exactmaild-storage-probe"
+
+# Public state names (status, metrics) for the directories.
+STATE_NAMES = {
+    "new": "queued",
+    "active": "active",
+    "deferred": "deferred",
+    "hold": "hold",
+    "failed": "failed",
+    "cancelled": "cancelled",
+}
+
+
+class SpoolError(OSError):
+    """A spool operation failed (disk full, read-only, permissions)."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A message in the spool, as `queue list` shows it."""
+
+    queue_id: str
+    state: str  # a key of STATES
+    path: Path
+    size: int
+    mtime: float
+
+
+def valid_name(name: str) -> bool:
+    """Names the daemon takes: no dot-files (editors' and producers' temporaries),
+    no reason files, nothing that could climb out of the directory."""
+    return (
+        bool(name)
+        and not name.startswith(".")
+        and "/" not in name
+        and "\0" not in name
+        and not name.endswith(REASON_SUFFIX)
+        and len(name.encode("utf-8", "surrogateescape")) <= 200
+    )
+
+
+def _write_durable(path: Path, data: bytes, mode: int = 0o640) -> None:
+    """Write a new file and make it durable (file and directory), or leave nothing."""
+    write_new(path, data, mode)
+    _fsync_dir(path.parent)
+
+
+class Spool:
+    def __init__(self, root: Path, *, create: bool = True) -> None:
+        self.root = root
+        # The directories as strings: the send path joins names to them per message.
+        self._paths = {d: os.path.join(root, d) for d in DIRS}
+        self.queue: deque[str] = deque()
+        self._queued: set[str] = set()
+        if create:
+            self.ensure_dirs()
+
+    def ensure_dirs(self) -> None:
+        for name in DIRS:
+            d = self.root / name
+            if not d.is_dir():
+                # The spool is shared with producers: tmp/ and new/ are group-
+                # writable. Setgid comes from tmpfiles.d (the unit's
+                # RestrictSUIDSGID forbids setting it here); existing modes stay.
+                d.mkdir(
+                    parents=True, exist_ok=True, mode=0o770 if name in ("tmp", "new") else 0o750
+                )
+
+    def dir(self, state: str) -> Path:
+        return self.root / state
+
+    # -- the queue index ---------------------------------------------------------
+
+    def scan_new(self) -> list[str]:
+        """Build the in-memory queue from `new/`, oldest first. Called at start-up
+        and after an inotify overflow only."""
+        found = sorted((e.mtime, e.queue_id) for e in self.entries(("new",)))
+        self.queue = deque(name for _, name in found)
+        self._queued = set(self.queue)
+        return list(self.queue)
+
+    def noticed(self, name: str) -> bool:
+        """inotify saw `name` arrive in new/; returns True if it was added to the queue."""
+        if not valid_name(name) or name in self._queued:
+            return False
+        self.queue.append(name)
+        self._queued.add(name)
+        return True
+
+    def requeue_front(self, name: str) -> None:
+        if name not in self._queued:
+            self.queue.appendleft(name)
+            self._queued.add(name)
+
+    def peek(self) -> str | None:
+        return self.queue[0] if self.queue else None
+
+    def pop(self) -> str | None:
+        while self.queue:
+            name = self.queue.popleft()
+            self._queued.discard(name)
+            return name
+        return None
+
+    def forget(self, name: str) -> None:
+        if name in self._queued:
+            self._queued.discard(name)
+            with contextlib.suppress(ValueError):
+                self.queue.remove(name)
+
+    # -- state changes: every one is a rename ----------------------------------
+
+    def move(self, name: str, src: str, dst: str, *, durable: bool = True) -> Path:
+        """Rename SPOOL/src/name to SPOOL/dst/name and make the rename durable.
+
+        Raises FileNotFoundError when the message is not in `src` (someone
+        else moved it: a cancel raced a claim, say) and FileExistsError when
+        `dst` already holds that name (we never overwrite a message).
+        """
+        a, b = os.path.join(self._paths[src], name), os.path.join(self._paths[dst], name)
+        if not os.path.lexists(a):
+            raise FileNotFoundError(errno.ENOENT, f"{a} does not exist", str(a))
+        if os.path.lexists(b):
+            raise FileExistsError(errno.EEXIST, f"{b} already exists", str(b))
+        os.rename(a, b)
+        if durable:
+            _fsync_dir(self.dir(dst))
+            if src != dst:
+                _fsync_dir(self.dir(src))
+        return Path(b)
+
+    def claim(self, name: str, src: str = "new") -> Path | None:
+        """Take a message for sending. None if it vanished (cancelled) or is not
+        a regular file (symlinks and directories are never followed: they are
+        moved aside to failed/ with a reason if they sit in new/)."""
+        path = os.path.join(self._paths[src], name)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        try:
+            # Not synced: if a crash undoes the claim, the message is simply
+            # back in the queue, and the send reserved in the state store
+            # right after stays counted. Saves a directory sync per send.
+            return self.move(name, src, "active", durable=False)
+        except FileNotFoundError:
+            return None
+
+    def is_regular(self, state: str, name: str) -> bool:
+        try:
+            return stat.S_ISREG(os.lstat(os.path.join(self._paths[state], name)).st_mode)
+        except FileNotFoundError:
+            return False
+
+    def read(self, state: str, name: str, limit: int) -> bytes:
+        """Read a message without following symlinks; at most limit+1 bytes so an
+        oversize file is detected without reading all of it."""
+        fd = os.open(
+            os.path.join(self._paths[state], name), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+        )
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise IsADirectoryError(errno.EISDIR, "not a regular file", name)
+            chunks = []
+            left = limit + 1
+            while left > 0:
+                chunk = os.read(fd, min(left, 1 << 20))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                left -= len(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+
+    def fail(self, name: str, src: str, reason: str) -> Path:
+        """Move a message to failed/ keeping its name, with a readable reason beside it.
+
+        The reason is written first, so a failed message is never without one.
+        """
+        reason_path = self.dir("failed") / (name + REASON_SUFFIX)
+        text = reason.rstrip("\n") + "\n"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(reason_path)
+        _write_durable(reason_path, text.encode("utf-8", "replace"), 0o640)
+        return self.move(name, src, "failed")
+
+    def set_aside(self, name: str, src: str, reason: str) -> None:
+        """A non-file (symlink, directory) in new/: move it out of the queue's way
+        to failed/ without ever opening it, with a reason."""
+        self.fail(name, src, reason)
+
+    def remove_sent(self, name: str) -> None:
+        """The send is recorded in the state store: the file may go.
+
+        Not synced: should a crash undo the unlink, start-up recovery finds the
+        file in active/ with its send recorded and removes it without sending.
+        """
+        os.unlink(os.path.join(self._paths["active"], name))
+
+    def cancel(self, name: str) -> str:
+        """Cancel a queued, deferred or held message. Returns the state it was in.
+
+        The rename is the arbiter: if the daemon claims the message at the same
+        moment, exactly one of the two renames wins, and a claimed message is
+        never cancelled.
+        """
+        for src in ("new", "deferred", "hold"):
+            try:
+                self.move(name, src, "cancelled")
+            except FileNotFoundError:
+                continue
+            self.forget(name)
+            return src
+        raise FileNotFoundError(errno.ENOENT, f"no queued message {name}", name)
+
+    def retry(self, name: str) -> str:
+        """Put a failed, deferred, held or cancelled message back in the queue."""
+        for src in ("failed", "deferred", "hold", "cancelled"):
+            try:
+                self.move(name, src, "new")
+            except FileNotFoundError:
+                continue
+            if src == "failed":
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.dir("failed") / (name + REASON_SUFFIX))
+            return src
+        raise FileNotFoundError(errno.ENOENT, f"no such message {name}", name)
+
+    def probe_writable(self) -> None:
+        """Raise unless the spool takes a small durable write (after ENOSPC, say).
+
+        4 KiB, not one byte: a nearly full filesystem can take a tiny write and
+        still fail the next message.
+        """
+        path = self.dir("tmp") / _PROBE_NAME
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        try:
+            write_new(path, b"x" * 4096, 0o600)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+    # -- producers ----------------------------------------------------------------
+
+    def submit(self, data: bytes, name: str | None = None) -> str:
+        """Queue a message as producers must: write tmp/NAME, fsync, rename to new/NAME."""
+        if name is None:
+            name = new_queue_id()
+        tmp = self.dir("tmp") / name
+        _write_durable(tmp, data, 0o640)
+        os.rename(tmp, self.dir("new") / name)
+        _fsync_dir(self.dir("new"))
+        return name
+
+    # -- listing ---------------------------------------------------------------------
+
+    def entries(self, states: tuple[str, ...] = STATES) -> Iterator[Entry]:
+        for state in states:
+            try:
+                it = os.scandir(self.dir(state))
+            except FileNotFoundError:
+                continue  # a fresh install: the daemon creates the state dirs at start
+            with it:
+                for e in it:
+                    if not valid_name(e.name):
+                        continue
+                    try:
+                        st = e.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    yield Entry(e.name, state, Path(e.path), st.st_size, st.st_mtime)
+
+    def find(self, name: str) -> Entry | None:
+        if not valid_name(name):
+            return None
+        for state in STATES:
+            p = self.dir(state) / name
+            try:
+                st = os.lstat(p)
+            except FileNotFoundError:
+                continue
+            return Entry(name, state, p, st.st_size, st.st_mtime)
+        return None
+
+    def reason(self, name: str) -> str | None:
+        try:
+            return (self.dir("failed") / (name + REASON_SUFFIX)).read_text("utf-8", "replace")
+        except FileNotFoundError:
+            return None
+
+    def count(self, state: str) -> int:
+        n = 0
+        with os.scandir(self.dir(state)) as it:
+            for e in it:
+                if valid_name(e.name):
+                    n += 1
+        return n
+
+    def names(self, state: str) -> list[str]:
+        with os.scandir(self.dir(state)) as it:
+            return sorted(e.name for e in it if valid_name(e.name))
+
+
+def new_queue_id(now: float | None = None) -> str:
+    """A sortable, unique queue id: UTC time, then pid and random bits."""
+    t = time.time() if now is None else now
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(t))
+    return f"{stamp}.{int((t % 1) * 1e6):06d}.{os.getpid()}.{os.urandom(4).hex()}"

@@ -1,0 +1,188 @@
+"""The receive check: mailbox -> attachments policy -> Maildir, and `test-connection`'s steps.
+
+Owns one mailbox check from end to end: connect with the configured
+adapter, hand every new message through `receive.attachments` into
+`receive.maildir`, let the adapter record the position after each delivery,
+and (IMAP with `send.count_sent_folder`) count the mail sent elsewhere in
+the current limit window. A check never raises for a server, network or
+disk problem: it returns a `CheckResult` with `error` set, and the daemon's
+loop counts it, logs it once per failure streak, and keeps sending.
+
+Also `test_connection` (the incoming half of `exactmaild test-connection`)
+and `reset_position` (`exactmaild reset-mailbox-counter`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from exactmaild.auth.credentials import Credentials
+from exactmaild.auth.tls import TlsContexts
+from exactmaild.config.model import Config
+from exactmaild.core.errors import ExactmailError, TemporaryFailure
+from exactmaild.receive import attachments
+from exactmaild.receive.mailbox import DEFAULT_TIMEOUT, detail_of, open_mailbox, step_of
+from exactmaild.receive.mailbox.imap import IMAPMailbox
+from exactmaild.store import maildir
+from exactmaild.store.state import StateStore
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    delivered: int
+    sent_elsewhere: int | None = None  # IMAP + send.count_sent_folder + a window only
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of test-connection: DNS, connect, TLS, login or folder."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+class DeliveryFailure(TemporaryFailure):
+    """The message could not be written locally (Maildir or attachments_dir)."""
+
+    step = "deliver"
+
+
+class Receiver:
+    """Runs mailbox checks for one configuration; one check at a time per instance."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        state: StateStore,
+        credentials: Credentials,
+        *,
+        log: Any = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        tls: TlsContexts | None = None,
+    ) -> None:
+        self.cfg = cfg
+        # The daemon passes one per configuration, kept across checks.
+        self.tls = tls if tls is not None else TlsContexts()
+        self.state = state
+        self.credentials = credentials
+        self.log = log if log is not None else structlog.get_logger("exactmaild.receive")
+        self.timeout = timeout
+        self.last_fetches = 0  # messages fetched in full by the last check (for tests/metrics)
+
+    def check(self, now: float, *, window: tuple[float, float] | None = None) -> CheckResult:
+        """One mailbox check. `window`: the current limit window, for count_sent_folder."""
+        inc, rcv = self.cfg.incoming, self.cfg.receive
+        if inc is None or rcv is None:
+            return CheckResult(delivered=0)
+        box = open_mailbox(
+            inc, self.credentials, self.state, timeout=self.timeout, log=self.log, tls=self.tls
+        )
+        delivered = 0
+        sent_elsewhere: int | None = None
+        error: str | None = None
+
+        def deliver(data: bytes) -> None:
+            nonlocal delivered
+            path = self._deliver(data)
+            delivered += 1
+            self.log.debug("receive_delivered", key=box.key, path=str(path), size=len(data))
+
+        try:
+            box.connect()
+            box.open_folder()
+            box.fetch_new(deliver, now)
+            folder = self.cfg.send.count_sent_folder
+            if folder and window is not None and isinstance(box, IMAPMailbox):
+                exclude = self.state.sent_message_ids(window[0])
+                sent_elsewhere = box.count_sent(folder, window[0], window[1], exclude)
+        except ExactmailError as exc:
+            error = str(exc)
+        except Exception as exc:  # a bug or a server reply nobody foresaw: still not fatal
+            self.log.exception("receive_unexpected_error", key=box.key)
+            error = f"unexpected error during the check: {type(exc).__name__}: {exc}"
+        finally:
+            box.close()
+            self.last_fetches = box.fetches
+        self.log.debug(
+            "receive_check",
+            key=box.key,
+            delivered=delivered,
+            fetched=box.fetches,
+            sent_elsewhere=sent_elsewhere,
+            error=error,
+        )
+        return CheckResult(delivered=delivered, sent_elsewhere=sent_elsewhere, error=error)
+
+    def _deliver(self, data: bytes) -> Path:
+        rcv = self.cfg.receive
+        assert rcv is not None
+        try:
+            result = attachments.process(data, rcv)
+        except OSError as exc:
+            raise DeliveryFailure(
+                f"deliver: cannot save an attachment into {rcv.attachments_dir} ({exc}): "
+                "check free space and permissions; the message stays on the server"
+            ) from exc
+        except Exception:
+            # A message the parser chokes on is still mail: deliver it untouched.
+            self.log.warning(
+                "receive_attachments_skipped",
+                reason="the message could not be parsed; delivered unchanged",
+                exc_info=True,
+            )
+            result = attachments.Result(data)
+        for path in result.extracted:
+            self.log.info("receive_attachment_extracted", path=str(path))
+        try:
+            return maildir.deliver(rcv.maildir, result.data)
+        except OSError as exc:
+            raise DeliveryFailure(
+                f"deliver: cannot write into receive.maildir {rcv.maildir} ({exc}): "
+                "check free space and permissions; the message stays on the server"
+            ) from exc
+
+
+def test_connection(cfg: Config, credentials: Credentials, *, timeout: float = 30.0) -> list[Step]:
+    """Log in to the incoming server and open the folder, fetching nothing.
+
+    Returns every step taken; the last one has ok=False when a step failed.
+    `incoming: none` gives an empty list.
+    """
+    inc = cfg.incoming
+    if inc is None:
+        return []
+    steps: list[Step] = []
+
+    def passed(name: str, detail: str) -> None:
+        steps.append(Step(name, True, detail))
+
+    box = open_mailbox(inc, credentials, None, timeout=timeout)
+    try:
+        box.connect(passed)
+        passed("folder", box.open_folder())
+        sent = cfg.send.count_sent_folder
+        if sent and isinstance(box, IMAPMailbox):
+            info = box.select(sent)
+            passed("folder", f"{sent}: {info.exists} messages (send.count_sent_folder)")
+    except ExactmailError as exc:
+        steps.append(Step(step_of(exc) if hasattr(exc, "step") else "login", False, detail_of(exc)))
+    except Exception as exc:  # still a clear answer, never a traceback
+        steps.append(Step("connect", False, f"unexpected error: {type(exc).__name__}: {exc}"))
+    finally:
+        box.close()
+    return steps
+
+
+# The name is the command's; tell pytest it is not a test when a test imports it.
+test_connection.__test__ = False  # type: ignore[attr-defined]
+
+
+def reset_position(state: StateStore) -> None:
+    """Forget the receive position: the next check fetches every message still on the server."""
+    state.reset_receive()

@@ -1,0 +1,474 @@
+"""The SMTP adapter: the only module that imports smtplib.
+
+One connection, reused while messages are waiting and closed when idle. Every
+failure is classified here, in one place, into the error tree:
+
+* 5xx on MAIL/RCPT/DATA: PermanentFailure (the message goes to failed/);
+* 4xx, connection refused/reset, TLS handshake failure, timeouts: TemporaryFailure
+  (the message is deferred and retried);
+* a refused login, or a provider's quota or rate-limit reply: AccountFailure
+  (the whole queue pauses; no message is blamed for an account problem);
+* the connection lost after the body went out but before the reply:
+  UnknownOutcome (the message may have been delivered).
+
+The DATA phase is written by hand (not smtplib.sendmail) for two reasons: to
+know whether the body had gone out when a connection dropped, and to send
+the body and the final dot in one write. A transaction is split where the
+caller must act (`begin()`, then `end()` and `reply()`): the caller makes
+its reservation durable between the two, while the server answers the
+commands. When the server offers PIPELINING (RFC 2920), MAIL, every RCPT and
+DATA go out in one write and their replies are read in order: two round
+trips per message instead of three plus one per recipient.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import smtplib
+import socket
+import ssl
+from dataclasses import dataclass, field
+
+from exactmaild.auth.credentials import Credentials
+from exactmaild.auth.secrets import SecretError
+from exactmaild.auth.tls import TlsContexts
+from exactmaild.config.model import Server
+from exactmaild.core.errors import (
+    AccountFailure,
+    PermanentFailure,
+    TemporaryFailure,
+    UnknownOutcome,
+)
+
+# Replies by which providers say "this account is over its quota / sending too
+# fast / blocked": never the message's fault. Enhanced status codes per RFC 3463
+# (5.4.5 and 4.4.5 "system congestion"/quota in practice, 5.2.0/4.2.0 used by
+# Microsoft and others for quota, 4.7.x / 5.7.x policy) and the words
+# providers use in the text.
+_ACCOUNT_CODES = re.compile(r"\b[45]\.(4\.5|2\.0|7\.0|7\.1|7\.2[6-9]|7\.3\d?|3\.2)\b")
+_ACCOUNT_WORDS = re.compile(
+    r"quota|rate.?limit|too many|sending limit|daily.*limit|limit exceeded|"
+    r"exceeded.*limit|throttl|suspend|blocked|spam|temporarily deferred|try again later",
+    re.IGNORECASE,
+)
+
+
+def classify_reply(code: int, text: str, *, stage: str) -> Exception:
+    """Map an SMTP reply to the error tree. `stage` is mail, rcpt or data."""
+    detail = f"{code} {text}".strip()
+    if code in (530, 534, 535, 538, 454) and "auth" in text.lower():
+        return AccountFailure(f"the server refused the login: {detail}")
+    if stage != "rcpt" and (_ACCOUNT_CODES.search(text) and _ACCOUNT_WORDS.search(text)):
+        return AccountFailure(f"the provider is refusing mail from this account: {detail}")
+    if code == 421 or (stage != "rcpt" and code in (451, 452) and _ACCOUNT_WORDS.search(text)):
+        if _ACCOUNT_WORDS.search(text):
+            return AccountFailure(f"the provider is limiting this account: {detail}")
+        return TemporaryFailure(f"the server closed the session: {detail}")
+    if 400 <= code < 500:
+        return TemporaryFailure(f"temporary failure at {stage.upper()}: {detail}")
+    if code >= 500:
+        return PermanentFailure(f"refused at {stage.upper()}: {detail}")
+    return TemporaryFailure(f"unexpected reply at {stage.upper()}: {detail}")
+
+
+@dataclass(frozen=True)
+class SendResult:
+    accepted: tuple[str, ...]
+    refused: dict[str, tuple[int, str]] = field(default_factory=dict)  # permanent
+    deferred: dict[str, tuple[int, str]] = field(default_factory=dict)  # temporary (4xx RCPT)
+    reply: str = ""
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+
+
+# An address smtplib.quoteaddr() would return as "<address>" unchanged.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_ADDR = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@{_ATOM}(?:\.{_ATOM})*")
+_LINE_ENDS = re.compile(rb"\r\n|\n|\r(?!\n)")
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+def _quoteaddr(addr: str) -> str:
+    """smtplib.quoteaddr(), without parsing the common plain address."""
+    if _PLAIN_ADDR.fullmatch(addr):
+        return f"<{addr}>"
+    return smtplib.quoteaddr(addr)
+
+
+def _payload(data: bytes) -> bytes:
+    """The DATA payload with the final dot: smtplib.quotedata() on bytes."""
+    payload = _LEADING_DOT.sub(b"..", _LINE_ENDS.sub(b"\r\n", data))
+    if not payload.endswith(b"\r\n"):
+        payload += b"\r\n"
+    return payload + b".\r\n"
+
+
+def _no_recipient(
+    refused: dict[str, tuple[int, str]], deferred: dict[str, tuple[int, str]]
+) -> TemporaryFailure | PermanentFailure:
+    """The error when no recipient was accepted: temporary if any was only deferred."""
+    if deferred:
+        rcpt, (code, text) = next(iter(deferred.items()))
+        return TemporaryFailure(f"every recipient was deferred, e.g. {rcpt}: {code} {text}")
+    failure = PermanentFailure(
+        "every recipient was refused: "
+        + "; ".join(f"{r}: {c} {t}" for r, (c, t) in refused.items())
+    )
+    failure.refused = refused  # type: ignore[attr-defined]
+    return failure
+
+
+class _Drop(Exception):
+    """Wraps the error to raise when the connection must be dropped, not reset
+    (replies of a pipelined group left unread)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+class SmtpSender:
+    """Sends messages over one reusable SMTP connection."""
+
+    def __init__(
+        self,
+        server: Server,
+        credentials: Credentials,
+        *,
+        timeout: float = 60.0,
+        local_hostname: str | None = None,
+    ) -> None:
+        self.server = server
+        self.credentials = credentials
+        self.timeout = timeout
+        self.local_hostname = local_hostname
+        self._conn: smtplib.SMTP | None = None
+        self._tls_contexts = TlsContexts()  # one per SmtpSender: one per configuration
+
+    def _tls(self) -> ssl.SSLContext:
+        """The TLS context, kept across connections (tlscontext: built once, and
+        again only when outgoing.tls_ca_file changes on disk)."""
+        return self._tls_contexts.get(self.server.tls_ca_file)
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None
+
+    def connect(self) -> None:
+        """Open, secure and authenticate a connection (a no-op if one is open)."""
+        if self._conn is not None:
+            return
+        s = self.server
+        step = "connect"
+        try:
+            if s.security == "tls":
+                step = "TLS"
+                conn: smtplib.SMTP = smtplib.SMTP_SSL(
+                    s.host,
+                    s.port,
+                    local_hostname=self.local_hostname,
+                    timeout=self.timeout,
+                    context=self._tls(),
+                )
+            else:
+                conn = smtplib.SMTP(
+                    s.host, s.port, local_hostname=self.local_hostname, timeout=self.timeout
+                )
+            # Each write follows the server's reply to the one before, so Nagle
+            # has nothing to hold back today; NODELAY keeps it that way should
+            # a write ever follow another directly (a delayed ACK is 40 ms).
+            if conn.sock is not None:
+                conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn.ehlo()
+            if s.security == "starttls":
+                step = "STARTTLS"
+                if not conn.has_extn("starttls"):
+                    conn.close()
+                    raise TemporaryFailure(
+                        f"{s.host}:{s.port} does not offer STARTTLS; refusing to send in clear "
+                        "(check outgoing.port and outgoing.security)"
+                    )
+                conn.starttls(context=self._tls())
+                conn.ehlo()
+            step = "login"
+            try:
+                self._login(conn)
+            except SecretError:
+                conn.close()
+                raise
+        except SecretError as exc:
+            # The password file went missing or wide open since start-up: an
+            # account problem (the queue pauses), never the message's fault.
+            raise AccountFailure(f"cannot log in: {exc}") from None
+        except smtplib.SMTPAuthenticationError as exc:
+            self.credentials.invalidate()
+            hint = (
+                "a fresh OAuth2 access token was refused too: check the account's SMTP AUTH "
+                "setting and the scope, or re-authorise with `exactmaild authorize`"
+                if self.credentials.method == "oauth2"
+                else "check the password file or the account's SMTP AUTH setting"
+            )
+            raise AccountFailure(
+                f"{s.host} refused the login for {self.credentials.username}: "
+                f"{exc.smtp_code} {_text(exc.smtp_error)} ({hint})"
+            ) from None
+        except ssl.SSLCertVerificationError as exc:
+            raise TemporaryFailure(
+                f"TLS with {s.host}:{s.port} failed: the certificate is not trusted "
+                f"({exc.verify_message}); set outgoing.tls_ca_file if it is a private CA"
+            ) from None
+        except ssl.SSLError as exc:
+            raise TemporaryFailure(f"TLS with {s.host}:{s.port} failed: {exc}") from None
+        except socket.gaierror as exc:
+            raise TemporaryFailure(
+                f"cannot resolve {s.host}: {exc.strerror} (check outgoing.host)"
+            ) from None
+        except smtplib.SMTPResponseException as exc:
+            raise classify_reply(exc.smtp_code, _text(exc.smtp_error), stage="connect") from None
+        except (OSError, smtplib.SMTPException) as exc:
+            raise TemporaryFailure(
+                f"cannot {step} to {s.host}:{s.port}: {exc or type(exc).__name__}"
+            ) from None
+        self._conn = conn
+
+    def _login(self, conn: smtplib.SMTP) -> None:
+        creds = self.credentials
+        if creds.method == "none":
+            return
+        if creds.method == "oauth2":
+            user = creds.username
+            # A token the server refuses although it has not expired by our
+            # clock (revoked, or the clocks disagree): one retry with a fresh
+            # one before the login counts as refused and the queue pauses.
+            for attempt in (1, 2):
+                token = creds.secret()
+
+                def xoauth2(challenge: bytes | None = None, token: str = token) -> str:
+                    # A 334 after the initial response is the server's JSON error
+                    # challenge: the client answers empty (never the token again)
+                    # and the server then sends the 535.
+                    if challenge is not None:
+                        return ""
+                    return f"user={user}\x01auth=Bearer {token}\x01\x01"
+
+                try:
+                    conn.auth("XOAUTH2", xoauth2, initial_response_ok=True)
+                    return
+                except smtplib.SMTPAuthenticationError:
+                    if attempt == 2:
+                        raise
+                    creds.invalidate()
+        if not conn.has_extn("auth"):
+            raise TemporaryFailure(
+                f"{self.server.host} does not offer AUTH on this connection "
+                "(does it need outgoing.security: starttls?)"
+            )
+        conn.login(creds.username, creds.secret())
+
+    def close(self) -> None:
+        """Say goodbye politely when idle; drop the socket if that fails."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            conn.quit()
+        except (OSError, smtplib.SMTPException):
+            conn.close()
+
+    def abort(self) -> None:
+        """Break an in-flight transaction from another thread (on shutdown)."""
+        conn = self._conn
+        sock = getattr(conn, "sock", None) if conn else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def send(self, sender: str, recipients: tuple[str, ...], data: bytes) -> SendResult:
+        """One whole SMTP transaction (begin, end, reply). Raises per the module's
+        failure taxonomy."""
+        tx = self.begin(sender, recipients, data)
+        tx.end()
+        return tx.reply()
+
+    def begin(self, sender: str, recipients: tuple[str, ...], data: bytes) -> Transaction:
+        """Start a transaction; the server cannot take the message before
+        `Transaction.end()`, so every failure up to then is a known one (never
+        UnknownOutcome). The caller makes durable what it must in between.
+
+        With PIPELINING (RFC 2920) MAIL, the RCPTs and DATA go out here in one
+        write, and their replies are read and judged in `end()`, in order,
+        exactly as they are one by one without it: the server answers while
+        the caller's commit syncs. Without PIPELINING the exchange up to the
+        354 happens here.
+        """
+        self.connect()
+        conn = self._conn
+        assert conn is not None
+        commands = [f"mail from:{_quoteaddr(sender)}"]
+        commands.extend(f"rcpt to:{_quoteaddr(r)}" for r in recipients)
+        commands.append("data")
+        tx = Transaction(self, conn, recipients, data, commands, conn.has_extn("pipelining"))
+        if tx.pipelined:
+            if any("\r" in c or "\n" in c for c in commands):
+                raise ValueError("command and arguments contain prohibited newline characters")
+            try:
+                conn.send("".join(f"{c}\r\n" for c in commands))
+            except (OSError, smtplib.SMTPException) as exc:
+                self._drop()
+                what = str(exc) or type(exc).__name__
+                raise TemporaryFailure(
+                    f"the connection to {self.server.host} failed: {what}"
+                ) from None
+        else:
+            tx.exchange()
+        return tx
+
+    def _reset_or_drop(self) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            conn.rset()
+        except (OSError, smtplib.SMTPException):
+            self._drop()
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(OSError):
+                conn.close()
+
+
+class Transaction:
+    """One message's transaction (SmtpSender.begin): `end()` sends the body
+    and its final dot, `reply()` reads the verdict; `abandon()` gives it up."""
+
+    def __init__(
+        self,
+        owner: SmtpSender,
+        conn: smtplib.SMTP,
+        recipients: tuple[str, ...],
+        data: bytes,
+        commands: list[str],
+        pipelined: bool,
+    ) -> None:
+        self._owner = owner
+        self._conn = conn
+        self._recipients = recipients
+        self._data = data
+        self._commands = commands
+        self.pipelined = pipelined
+        self._ready = False  # the 354 is in
+        self._accepted: tuple[str, ...] = ()
+        self._refused: dict[str, tuple[int, str]] = {}
+        self._deferred: dict[str, tuple[int, str]] = {}
+        self._error: BaseException | None = None
+
+    def exchange(self) -> None:
+        """MAIL, RCPT, DATA up to the 354 (pipelined: only their replies)."""
+        conn, pipelined = self._conn, self.pipelined
+        owner = self._owner
+
+        def reply(command: str) -> tuple[int, str]:
+            if not pipelined:
+                conn.putcmd(command)
+            code, resp = conn.getreply()
+            return code, _text(resp)
+
+        def fail(error: Exception) -> Exception:
+            # Pipelined replies still unread: the connection cannot be reused.
+            return _Drop(error) if pipelined else error
+
+        try:
+            code, text = reply(self._commands[0])
+            if code != 250:
+                raise fail(classify_reply(code, text, stage="mail"))
+            accepted: list[str] = []
+            for rcpt, command in zip(self._recipients, self._commands[1:-1], strict=True):
+                code, text = reply(command)
+                if code in (250, 251):
+                    accepted.append(rcpt)
+                elif code >= 500:
+                    self._refused[rcpt] = (code, text)
+                elif code == 421 or _ACCOUNT_WORDS.search(text):
+                    raise fail(classify_reply(code, text, stage="mail"))
+                else:
+                    self._deferred[rcpt] = (code, text)
+            if not accepted:
+                failure = _no_recipient(self._refused, self._deferred)
+                if not pipelined:
+                    conn.rset()
+                    raise failure
+                try:
+                    code, _ = conn.getreply()  # DATA's, normally 503 or 554
+                except (OSError, smtplib.SMTPException):
+                    raise _Drop(failure) from None
+                raise _Drop(failure) if code == 354 else failure
+            code, text = reply("data")
+            if code != 354:
+                raise classify_reply(code, text, stage="data")
+        except _Drop as exc:
+            owner._drop()
+            raise exc.error from None
+        except (TemporaryFailure, PermanentFailure):
+            owner._reset_or_drop()
+            raise
+        except smtplib.SMTPResponseException as exc:
+            owner._drop()
+            raise classify_reply(exc.smtp_code, _text(exc.smtp_error), stage="mail") from None
+        except (OSError, smtplib.SMTPException) as exc:
+            owner._drop()
+            what = str(exc) or type(exc).__name__
+            raise TemporaryFailure(
+                f"the connection to {owner.server.host} failed: {what}"
+            ) from None
+        self._accepted = tuple(accepted)
+        self._ready = True
+
+    def end(self) -> None:
+        """Judge the replies up to the 354 (raising a known failure, as begin()
+        does), then send the body and its final dot in one write: from here
+        the server may take the message. A failed write is not raised here but
+        by `reply()`, as UnknownOutcome (some of it may have gone out)."""
+        if not self._ready:
+            self.exchange()
+        try:
+            self._conn.send(_payload(self._data))
+        except (OSError, smtplib.SMTPException) as exc:
+            self._error = exc
+
+    def reply(self) -> SendResult:
+        """The server's verdict on the message (after `end()`)."""
+        host = self._owner.server.host
+        try:
+            if self._error is not None:
+                raise self._error
+            code, resp = self._conn.getreply()
+        except (OSError, smtplib.SMTPException) as exc:
+            self._owner._drop()
+            what = str(exc) or type(exc).__name__
+            raise UnknownOutcome(
+                f"the connection to {host} was lost after the message "
+                f"went out, before the server confirmed it ({what})"
+            ) from None
+        text = _text(resp)
+        if code != 250:
+            raise classify_reply(code, text, stage="data")
+        return SendResult(self._accepted, self._refused, self._deferred, f"{code} {text}")
+
+    def abandon(self) -> None:
+        """Give the transaction up before `end()`: drop the connection, so the
+        server discards it (pipelined replies may be unread)."""
+        self._owner._drop()
+
+
+def test_login(server: Server, credentials: Credentials, *, timeout: float = 20.0) -> str:
+    """Connect, secure and log in without sending anything; returns the greeting summary."""
+    sender = SmtpSender(server, credentials, timeout=timeout)
+    sender.connect()
+    try:
+        return f"logged in to {server.host}:{server.port} ({server.security})"
+    finally:
+        sender.close()
