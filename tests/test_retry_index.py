@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from exactmaild.send.sender import RetryIndex
+from exactmaild.outbox.index import RetryIndex
 
 
 def test_earliest_due_first_and_updates_supersede() -> None:

@@ -52,7 +52,7 @@ def test_spool_events_do_not_end_a_storage_back_off(sender: Sender) -> None:
     assert waited >= 1.4, waited
     # The events were taken in meanwhile: the new files are in the queue index.
     sender._drain_inotify()
-    assert len(sender.spool.queue) == 5
+    assert sender.outbox.queued == 5
 
 
 def test_a_wake_up_ends_a_storage_back_off(sender: Sender) -> None:

@@ -1,6 +1,6 @@
 """PIPELINING (RFC 2920): the same outcomes as the one-command-at-a-time dialogue.
 
-Each case scripts the fault server, sends one message through SmtpSender
+Each case scripts the fault server, sends one message through SmtpConnection
 with and without PIPELINING advertised, and compares what came of it: the
 result or the error class and text, and what the server took.
 """
@@ -13,7 +13,7 @@ import pytest
 
 from exactmaild.auth.credentials import NoCredentials
 from exactmaild.config.model import Account, Server
-from exactmaild.send.smtp import SmtpSender
+from exactmaild.send.smtp import SmtpConnection
 from tests.fixtures.faults import DROP, FaultServer, Script
 
 MSG = b"To: a@example.org\r\nSubject: hi\r\n\r\nHello\r\n.dot line\r\nend"
@@ -70,7 +70,7 @@ def _outcome(pipelining: bool, case: str) -> tuple[object, ...]:
     srv = FaultServer(pipelining=pipelining)
     try:
         CASES[case](srv.script)
-        t = SmtpSender(
+        t = SmtpConnection(
             Server(srv.host, srv.port, "none"),
             NoCredentials(Account("reception@practice.example")),
             timeout=5.0,

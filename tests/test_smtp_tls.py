@@ -12,7 +12,7 @@ from pathlib import Path
 from exactmaild.auth.credentials import NoCredentials
 from exactmaild.config.model import Account, Server
 from exactmaild.core.errors import TemporaryFailure
-from exactmaild.send.smtp import SmtpSender
+from exactmaild.send.smtp import SmtpConnection
 from tests.fixtures.smtp import make_cert, start_smtp
 
 MSG = b"From: reception@practice.example\r\nTo: a@example.org\r\nSubject: t\r\n\r\nHello\r\n"
@@ -27,7 +27,7 @@ def test_renewed_ca_file_is_used_without_restart(tmp_path: Path) -> None:
     ctl_a, srv_a = start_smtp("tls", cert=cert_a)
     ctl_b, srv_b = start_smtp("tls", cert=cert_b)
     try:
-        t = SmtpSender(
+        t = SmtpConnection(
             Server("127.0.0.1", srv_a.port, "tls", tls_ca_file=ca),
             NoCredentials(Account("reception@practice.example")),
             timeout=5.0,

@@ -7,7 +7,15 @@ they never disagree.
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from dataclasses import dataclass, field
+
+from exactmaild.core.limits import Ledger
+from exactmaild.core.states import DEFERRED, NEW, PUBLIC_NAME, REPORTED
+from exactmaild.outbox.index import QueueIndex
+from exactmaild.outbox.spool import Spool
+from exactmaild.store.state import StateStore
 
 
 @dataclass(frozen=True)
@@ -25,3 +33,48 @@ class Snapshot:
     last_receive_check_timestamp: float | None = None
     paused: bool = False
     storage_ok: bool = True
+
+
+def measure(
+    index: QueueIndex,
+    spool: Spool,
+    store: StateStore,
+    ledger: Ledger,
+    now: float,
+    *,
+    daily_limit: int,
+    last_send: float | None,
+    paused: bool,
+    storage_ok: bool,
+) -> Snapshot:
+    """The levels at `now`: the allowance as the ledger has it, and the queue."""
+    oldest = 0.0
+    head = index.new.first()
+    if head is not None:
+        with contextlib.suppress(OSError):
+            oldest = now - spool.mtime(NEW, head)
+    if index.deferred:
+        with contextlib.suppress(OSError, sqlite3.Error):
+            for name in index.deferred.names()[:100]:
+                info = store.message(name)
+                if info and info.first_try:
+                    oldest = max(oldest, now - info.first_try)
+    queue = {PUBLIC_NAME[NEW]: len(index.new), PUBLIC_NAME[DEFERRED]: len(index.deferred)}
+    for state in REPORTED:
+        if state not in (NEW, DEFERRED):
+            with contextlib.suppress(OSError):
+                queue[PUBLIC_NAME[state]] = spool.count(state)
+    used = ledger.used(now)
+    ext = ledger.external_used(now)
+    return Snapshot(
+        sent_in_window=used - ext,
+        sent_elsewhere_in_window=ext,
+        daily_limit=daily_limit,
+        remaining=ledger.remaining(now),
+        window_reset_seconds=ledger.reset_at(now) - now,
+        queue=queue,
+        oldest_queued_age_seconds=max(0.0, oldest),
+        last_send_timestamp=last_send,
+        paused=paused,
+        storage_ok=storage_ok,
+    )

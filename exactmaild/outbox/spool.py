@@ -11,10 +11,10 @@ Layout (Maildir-style, so nobody ever sees half a file)::
     SPOOL/cancelled/  cancelled by `exactmaild queue cancel`
 
 Every state change is a rename within the spool followed by an fsync of the
-directories involved, so a crash leaves each message in exactly one state.
-The queue order is kept in memory (oldest first), built from one scan of
-`new/` at start-up and then fed by inotify: picking the next message never
-rescans the directory.
+directories involved, so a crash leaves each message in exactly one state
+(the states are `exactmaild.core.states`). This module only does the file
+operations: which message moves when is the Outbox's to decide, and the
+queue's order in memory is `exactmaild.outbox.index`.
 """
 
 from __future__ import annotations
@@ -24,33 +24,19 @@ import errno
 import os
 import stat
 import time
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from exactmaild.core.states import CANCELLABLE, NEW, PUBLIC_NAME, RETRYABLE, STATES, TMP, State
 from exactmaild.store.durable import fsync_dir as _fsync_dir
 from exactmaild.store.durable import write_new
 
-STATES = ("new", "active", "deferred", "hold", "failed", "cancelled")
-DIRS = ("tmp", *STATES)
+DIRS = (TMP, *STATES)
+STATE_NAMES = PUBLIC_NAME  # the public names, for the listing commands
 REASON_SUFFIX = ".reason"
 # A dot-file: producers' and the daemon's scans never take it for a message.
 _PROBE_NAME = ".exactmaild-storage-probe"
-
-# Public state names (status, metrics) for the directories.
-STATE_NAMES = {
-    "new": "queued",
-    "active": "active",
-    "deferred": "deferred",
-    "hold": "hold",
-    "failed": "failed",
-    "cancelled": "cancelled",
-}
-
-
-class SpoolError(OSError):
-    """A spool operation failed (disk full, read-only, permissions)."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +44,7 @@ class Entry:
     """A message in the spool, as `queue list` shows it."""
 
     queue_id: str
-    state: str  # a key of STATES
+    state: State
     path: Path
     size: int
     mtime: float
@@ -88,8 +74,6 @@ class Spool:
         self.root = root
         # The directories as strings: the send path joins names to them per message.
         self._paths = {d: os.path.join(root, d) for d in DIRS}
-        self.queue: deque[str] = deque()
-        self._queued: set[str] = set()
         if create:
             self.ensure_dirs()
 
@@ -105,46 +89,13 @@ class Spool:
                 )
 
     def dir(self, state: str) -> Path:
+        """A state's directory, for listing (the send path never builds paths)."""
         return self.root / state
 
-    # -- the queue index ---------------------------------------------------------
-
-    def scan_new(self) -> list[str]:
-        """Build the in-memory queue from `new/`, oldest first. Called at start-up
-        and after an inotify overflow only."""
-        found = sorted((e.mtime, e.queue_id) for e in self.entries(("new",)))
-        self.queue = deque(name for _, name in found)
-        self._queued = set(self.queue)
-        return list(self.queue)
-
-    def noticed(self, name: str) -> bool:
-        """inotify saw `name` arrive in new/; returns True if it was added to the queue."""
-        if not valid_name(name) or name in self._queued:
-            return False
-        self.queue.append(name)
-        self._queued.add(name)
-        return True
-
-    def requeue_front(self, name: str) -> None:
-        if name not in self._queued:
-            self.queue.appendleft(name)
-            self._queued.add(name)
-
-    def peek(self) -> str | None:
-        return self.queue[0] if self.queue else None
-
-    def pop(self) -> str | None:
-        while self.queue:
-            name = self.queue.popleft()
-            self._queued.discard(name)
-            return name
-        return None
-
-    def forget(self, name: str) -> None:
-        if name in self._queued:
-            self._queued.discard(name)
-            with contextlib.suppress(ValueError):
-                self.queue.remove(name)
+    def queued_oldest_first(self) -> list[str]:
+        """The names in `new/`, oldest first: the queue's order at start-up."""
+        found = sorted((e.mtime, e.queue_id) for e in self.entries((NEW,)))
+        return [name for _, name in found]
 
     # -- state changes: every one is a rename ----------------------------------
 
@@ -186,6 +137,14 @@ class Spool:
         except FileNotFoundError:
             return None
 
+    def exists(self, state: str, name: str) -> bool:
+        """Whether `state` holds `name` (a symlink counts: it is never followed)."""
+        return os.path.lexists(os.path.join(self._paths[state], name))
+
+    def mtime(self, state: str, name: str) -> float:
+        """When the file last changed (a queued message: when it was queued)."""
+        return os.lstat(os.path.join(self._paths[state], name)).st_mtime
+
     def is_regular(self, state: str, name: str) -> bool:
         try:
             return stat.S_ISREG(os.lstat(os.path.join(self._paths[state], name)).st_mode)
@@ -225,11 +184,6 @@ class Spool:
         _write_durable(reason_path, text.encode("utf-8", "replace"), 0o640)
         return self.move(name, src, "failed")
 
-    def set_aside(self, name: str, src: str, reason: str) -> None:
-        """A non-file (symlink, directory) in new/: move it out of the queue's way
-        to failed/ without ever opening it, with a reason."""
-        self.fail(name, src, reason)
-
     def remove_sent(self, name: str) -> None:
         """The send is recorded in the state store: the file may go.
 
@@ -238,25 +192,24 @@ class Spool:
         """
         os.unlink(os.path.join(self._paths["active"], name))
 
-    def cancel(self, name: str) -> str:
+    def cancel(self, name: str) -> State:
         """Cancel a queued, deferred or held message. Returns the state it was in.
 
         The rename is the arbiter: if the daemon claims the message at the same
         moment, exactly one of the two renames wins, and a claimed message is
         never cancelled.
         """
-        for src in ("new", "deferred", "hold"):
+        for src in CANCELLABLE:
             try:
                 self.move(name, src, "cancelled")
             except FileNotFoundError:
                 continue
-            self.forget(name)
             return src
         raise FileNotFoundError(errno.ENOENT, f"no queued message {name}", name)
 
-    def retry(self, name: str) -> str:
+    def retry(self, name: str) -> State:
         """Put a failed, deferred, held or cancelled message back in the queue."""
-        for src in ("failed", "deferred", "hold", "cancelled"):
+        for src in RETRYABLE:
             try:
                 self.move(name, src, "new")
             except FileNotFoundError:
@@ -296,7 +249,7 @@ class Spool:
 
     # -- listing ---------------------------------------------------------------------
 
-    def entries(self, states: tuple[str, ...] = STATES) -> Iterator[Entry]:
+    def entries(self, states: tuple[State, ...] = STATES) -> Iterator[Entry]:
         for state in states:
             try:
                 it = os.scandir(self.dir(state))

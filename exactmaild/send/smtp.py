@@ -1,24 +1,16 @@
-"""The SMTP adapter: the only module that imports smtplib.
+"""The SMTP transport: the only module that imports smtplib.
 
-One connection, reused while messages are waiting and closed when idle. Every
-failure is classified here, in one place, into the error tree:
+One connection, reused while messages wait and closed when idle. Failures
+become errors of the tree: replies through `exactmaild.send.replies`; a
+connection lost after the body went out is UnknownOutcome.
 
-* 5xx on MAIL/RCPT/DATA: PermanentFailure (the message goes to failed/);
-* 4xx, connection refused/reset, TLS handshake failure, timeouts: TemporaryFailure
-  (the message is deferred and retried);
-* a refused login, or a provider's quota or rate-limit reply: AccountFailure
-  (the whole queue pauses; no message is blamed for an account problem);
-* the connection lost after the body went out but before the reply:
-  UnknownOutcome (the message may have been delivered).
-
-The DATA phase is written by hand (not smtplib.sendmail) for two reasons: to
-know whether the body had gone out when a connection dropped, and to send
-the body and the final dot in one write. A transaction is split where the
-caller must act (`begin()`, then `end()` and `reply()`): the caller makes
-its reservation durable between the two, while the server answers the
-commands. When the server offers PIPELINING (RFC 2920), MAIL, every RCPT and
-DATA go out in one write and their replies are read in order: two round
-trips per message instead of three plus one per recipient.
+DATA is written by hand (not smtplib.sendmail), to know whether the body had
+gone out when a connection dropped and to send body and final dot in one
+write. A transaction is split where the caller must act (`begin()`, then
+`end()` and `reply()`): the caller makes its reservation durable in between,
+while the server answers. With PIPELINING (RFC 2920), MAIL, every RCPT and
+DATA go out in one write: two round trips a message instead of 3 + 1 per
+recipient.
 """
 
 from __future__ import annotations
@@ -28,7 +20,6 @@ import re
 import smtplib
 import socket
 import ssl
-from dataclasses import dataclass, field
 
 from exactmaild.auth.credentials import Credentials
 from exactmaild.auth.secrets import SecretError
@@ -40,55 +31,13 @@ from exactmaild.core.errors import (
     TemporaryFailure,
     UnknownOutcome,
 )
-
-# Replies by which providers say "this account is over its quota / sending too
-# fast / blocked": never the message's fault. Enhanced status codes per RFC 3463
-# (5.4.5 and 4.4.5 "system congestion"/quota in practice, 5.2.0/4.2.0 used by
-# Microsoft and others for quota, 4.7.x / 5.7.x policy) and the words
-# providers use in the text.
-_ACCOUNT_CODES = re.compile(r"\b[45]\.(4\.5|2\.0|7\.0|7\.1|7\.2[6-9]|7\.3\d?|3\.2)\b")
-_ACCOUNT_WORDS = re.compile(
-    r"quota|rate.?limit|too many|sending limit|daily.*limit|limit exceeded|"
-    r"exceeded.*limit|throttl|suspend|blocked|spam|temporarily deferred|try again later",
-    re.IGNORECASE,
-)
-
-
-def classify_reply(code: int, text: str, *, stage: str) -> Exception:
-    """Map an SMTP reply to the error tree. `stage` is mail, rcpt or data."""
-    detail = f"{code} {text}".strip()
-    if code in (530, 534, 535, 538, 454) and "auth" in text.lower():
-        return AccountFailure(f"the server refused the login: {detail}")
-    if stage != "rcpt" and (_ACCOUNT_CODES.search(text) and _ACCOUNT_WORDS.search(text)):
-        return AccountFailure(f"the provider is refusing mail from this account: {detail}")
-    if code == 421 or (stage != "rcpt" and code in (451, 452) and _ACCOUNT_WORDS.search(text)):
-        if _ACCOUNT_WORDS.search(text):
-            return AccountFailure(f"the provider is limiting this account: {detail}")
-        return TemporaryFailure(f"the server closed the session: {detail}")
-    if 400 <= code < 500:
-        return TemporaryFailure(f"temporary failure at {stage.upper()}: {detail}")
-    if code >= 500:
-        return PermanentFailure(f"refused at {stage.upper()}: {detail}")
-    return TemporaryFailure(f"unexpected reply at {stage.upper()}: {detail}")
-
-
-@dataclass(frozen=True)
-class SendResult:
-    accepted: tuple[str, ...]
-    refused: dict[str, tuple[int, str]] = field(default_factory=dict)  # permanent
-    deferred: dict[str, tuple[int, str]] = field(default_factory=dict)  # temporary (4xx RCPT)
-    reply: str = ""
-
-
-def _text(raw: bytes | str) -> str:
-    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-
+from exactmaild.send.replies import classify_reply, is_account_reply, no_recipient
+from exactmaild.send.transport import Replies, SendResult
+from exactmaild.send.wire import payload, text_of
 
 # An address smtplib.quoteaddr() would return as "<address>" unchanged.
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _PLAIN_ADDR = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@{_ATOM}(?:\.{_ATOM})*")
-_LINE_ENDS = re.compile(rb"\r\n|\n|\r(?!\n)")
-_LEADING_DOT = re.compile(rb"(?m)^\.")
 
 
 def _quoteaddr(addr: str) -> str:
@@ -96,29 +45,6 @@ def _quoteaddr(addr: str) -> str:
     if _PLAIN_ADDR.fullmatch(addr):
         return f"<{addr}>"
     return smtplib.quoteaddr(addr)
-
-
-def _payload(data: bytes) -> bytes:
-    """The DATA payload with the final dot: smtplib.quotedata() on bytes."""
-    payload = _LEADING_DOT.sub(b"..", _LINE_ENDS.sub(b"\r\n", data))
-    if not payload.endswith(b"\r\n"):
-        payload += b"\r\n"
-    return payload + b".\r\n"
-
-
-def _no_recipient(
-    refused: dict[str, tuple[int, str]], deferred: dict[str, tuple[int, str]]
-) -> TemporaryFailure | PermanentFailure:
-    """The error when no recipient was accepted: temporary if any was only deferred."""
-    if deferred:
-        rcpt, (code, text) = next(iter(deferred.items()))
-        return TemporaryFailure(f"every recipient was deferred, e.g. {rcpt}: {code} {text}")
-    failure = PermanentFailure(
-        "every recipient was refused: "
-        + "; ".join(f"{r}: {c} {t}" for r, (c, t) in refused.items())
-    )
-    failure.refused = refused  # type: ignore[attr-defined]
-    return failure
 
 
 class _Drop(Exception):
@@ -129,7 +55,7 @@ class _Drop(Exception):
         self.error = error
 
 
-class SmtpSender:
+class SmtpConnection:
     """Sends messages over one reusable SMTP connection."""
 
     def __init__(
@@ -145,7 +71,7 @@ class SmtpSender:
         self.timeout = timeout
         self.local_hostname = local_hostname
         self._conn: smtplib.SMTP | None = None
-        self._tls_contexts = TlsContexts()  # one per SmtpSender: one per configuration
+        self._tls_contexts = TlsContexts()  # one per SmtpConnection: one per configuration
 
     def _tls(self) -> ssl.SSLContext:
         """The TLS context, kept across connections (tlscontext: built once, and
@@ -212,7 +138,7 @@ class SmtpSender:
             )
             raise AccountFailure(
                 f"{s.host} refused the login for {self.credentials.username}: "
-                f"{exc.smtp_code} {_text(exc.smtp_error)} ({hint})"
+                f"{exc.smtp_code} {text_of(exc.smtp_error)} ({hint})"
             ) from None
         except ssl.SSLCertVerificationError as exc:
             raise TemporaryFailure(
@@ -226,7 +152,7 @@ class SmtpSender:
                 f"cannot resolve {s.host}: {exc.strerror} (check outgoing.host)"
             ) from None
         except smtplib.SMTPResponseException as exc:
-            raise classify_reply(exc.smtp_code, _text(exc.smtp_error), stage="connect") from None
+            raise classify_reply(exc.smtp_code, text_of(exc.smtp_error), stage="connect") from None
         except (OSError, smtplib.SMTPException) as exc:
             raise TemporaryFailure(
                 f"cannot {step} to {s.host}:{s.port}: {exc or type(exc).__name__}"
@@ -342,12 +268,12 @@ class SmtpSender:
 
 
 class Transaction:
-    """One message's transaction (SmtpSender.begin): `end()` sends the body
+    """One message's transaction (SmtpConnection.begin): `end()` sends the body
     and its final dot, `reply()` reads the verdict; `abandon()` gives it up."""
 
     def __init__(
         self,
-        owner: SmtpSender,
+        owner: SmtpConnection,
         conn: smtplib.SMTP,
         recipients: tuple[str, ...],
         data: bytes,
@@ -362,8 +288,8 @@ class Transaction:
         self.pipelined = pipelined
         self._ready = False  # the 354 is in
         self._accepted: tuple[str, ...] = ()
-        self._refused: dict[str, tuple[int, str]] = {}
-        self._deferred: dict[str, tuple[int, str]] = {}
+        self._refused: Replies = {}
+        self._deferred: Replies = {}
         self._error: BaseException | None = None
 
     def exchange(self) -> None:
@@ -375,7 +301,7 @@ class Transaction:
             if not pipelined:
                 conn.putcmd(command)
             code, resp = conn.getreply()
-            return code, _text(resp)
+            return code, text_of(resp)
 
         def fail(error: Exception) -> Exception:
             # Pipelined replies still unread: the connection cannot be reused.
@@ -392,12 +318,12 @@ class Transaction:
                     accepted.append(rcpt)
                 elif code >= 500:
                     self._refused[rcpt] = (code, text)
-                elif code == 421 or _ACCOUNT_WORDS.search(text):
+                elif is_account_reply(code, text):
                     raise fail(classify_reply(code, text, stage="mail"))
                 else:
                     self._deferred[rcpt] = (code, text)
             if not accepted:
-                failure = _no_recipient(self._refused, self._deferred)
+                failure = no_recipient(self._refused, self._deferred)
                 if not pipelined:
                     conn.rset()
                     raise failure
@@ -417,7 +343,7 @@ class Transaction:
             raise
         except smtplib.SMTPResponseException as exc:
             owner._drop()
-            raise classify_reply(exc.smtp_code, _text(exc.smtp_error), stage="mail") from None
+            raise classify_reply(exc.smtp_code, text_of(exc.smtp_error), stage="mail") from None
         except (OSError, smtplib.SMTPException) as exc:
             owner._drop()
             what = str(exc) or type(exc).__name__
@@ -435,7 +361,7 @@ class Transaction:
         if not self._ready:
             self.exchange()
         try:
-            self._conn.send(_payload(self._data))
+            self._conn.send(payload(self._data))
         except (OSError, smtplib.SMTPException) as exc:
             self._error = exc
 
@@ -453,7 +379,7 @@ class Transaction:
                 f"the connection to {host} was lost after the message "
                 f"went out, before the server confirmed it ({what})"
             ) from None
-        text = _text(resp)
+        text = text_of(resp)
         if code != 250:
             raise classify_reply(code, text, stage="data")
         return SendResult(self._accepted, self._refused, self._deferred, f"{code} {text}")
@@ -466,7 +392,7 @@ class Transaction:
 
 def test_login(server: Server, credentials: Credentials, *, timeout: float = 20.0) -> str:
     """Connect, secure and log in without sending anything; returns the greeting summary."""
-    sender = SmtpSender(server, credentials, timeout=timeout)
+    sender = SmtpConnection(server, credentials, timeout=timeout)
     sender.connect()
     try:
         return f"logged in to {server.host}:{server.port} ({server.security})"

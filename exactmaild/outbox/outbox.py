@@ -1,0 +1,391 @@
+"""The Outbox: everything that happens to a queued message, in one owner.
+
+Like Mailman's switchboard, the queue's operations are its lifecycle:
+
+- `recover()` at start-up settles what a previous run left in `active/`;
+- `arrived()` takes in what producers drop into `new/`;
+- `next_due()` reads the message to send next (the earliest due retry,
+  else the oldest in `new/`), `reject()` fails one that cannot be sent;
+- `claim()` takes it for sending and returns the `Claim` whose steps
+  (reserve, then sent / deferred / held / failed / given back) move the file
+  and write the state together;
+- `settle()` and `tidy()` finish what the overlap leaves waiting.
+
+It owns the spool renames (through `Spool`), the state store's rows of a
+send, the queue index in memory and the limit ledger: callers never build a
+path, and nothing else writes a message's state.
+
+**The overlap.** A send the server accepted is recorded in the same synced
+commit that reserves the next one (`Claim.reserve()`), and that commit runs
+while the server reads the next message's MAIL/RCPT/DATA. So at most one
+send is ever accepted but unrecorded: `settle()` writes it on its own before
+the sender waits for anything, and its file is removed (`tidy()`) while the
+server reads the next message's body. A crash at any point leaves the
+message in `active/` and, once reserved, its send counted: `recover()` puts
+it back in the queue, or removes it if its send was recorded. A crash costs
+at most one duplicate, never a loss, never a send beyond the cap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import sqlite3
+import threading
+from collections.abc import Iterable
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from exactmaild.config.model import Send
+from exactmaild.core.clock import Clock
+from exactmaild.core.limits import DAY, Ledger
+from exactmaild.core.states import ACTIVE, DEFERRED, FAILED, NEW, State
+from exactmaild.outbox.claim import Claim, Phase, Queued, Settlement
+from exactmaild.outbox.index import QueueIndex
+from exactmaild.outbox.levels import Snapshot, measure
+from exactmaild.outbox.spool import Spool, valid_name
+from exactmaild.outbox.storage import StorageTrouble, is_storage_problem
+from exactmaild.store.state import StateStore
+
+# A message that was in flight when the daemon died this many times is failed
+# instead of being tried again: it may be what kills the daemon.
+MAX_CRASH_CLAIMS = 3
+# Attempts older than this are pruned: every limit window, the Sent-folder
+# count and crash recovery look back two days at most.
+ATTEMPTS_KEPT = 7 * DAY
+PRUNE_EVERY = 3600.0
+
+
+class Outbox:
+    def __init__(
+        self,
+        spool: Spool,
+        store: StateStore,
+        *,
+        send: Send,
+        timezone: str,
+        log: Any,
+        clock: Clock,
+        lock: threading.RLock | None = None,
+    ) -> None:
+        self.spool = spool
+        self.store = store
+        self.log = log
+        self.clock = clock
+        # Held while the ledger changes: the main thread reads it for levels.
+        self._lock = lock or threading.RLock()
+        self.ledger = Ledger(send.limit_window, ZoneInfo(timezone), send.allowance)
+        self._index = QueueIndex()
+        self._ignored: set[str] = set()  # non-files already logged once
+        self._unrecorded: Claim | None = None  # accepted; its record waits
+        self._unremoved: Claim | None = None  # recorded; its file waits
+        self._trouble = StorageTrouble(spool, store, log)
+        self._next_prune = 0.0
+
+    # -- start-up and configuration ---------------------------------------------------
+
+    def recover(self) -> None:
+        """Settle what a previous run left behind and build the queue index."""
+        now = self.clock.time()
+        n = self.store.recover_inflight(now)
+        if n:
+            self.log.warning("recovered_unknown_sends", count=n, counted=True)
+        self._replay(self.ledger, now)
+        for name in self.spool.names(ACTIVE):
+            last = self.store.last_attempt(name)
+            if last is not None and last.status == "sent":
+                self.spool.remove_sent(name)
+                self.store.forget_message(name)
+                self.log.info("recovered_sent", queue_id=name, message_id=last.message_id)
+            elif (crashes := self.store.crashes(name)) >= MAX_CRASH_CLAIMS:
+                reason = (
+                    f"the daemon stopped unexpectedly {crashes} times while sending this "
+                    "message; it was taken out of the queue so it cannot stop the daemon again. "
+                    "Look at the message, then `exactmaild queue retry` it if it is sound."
+                )
+                self.spool.fail(name, ACTIVE, reason)
+                self.store.forget_message(name)
+                self.log.error("message_failed", queue_id=name, reason=reason)
+            else:
+                self.spool.move(name, ACTIVE, NEW)
+                self.log.warning("recovered_claimed", queue_id=name, requeued=True)
+        for name in self.spool.names(DEFERRED):
+            info = self.store.message(name)
+            self._index.deferred.set(name, info.next_try if info and info.next_try else now)
+        # Names recovered into new/ above sort by mtime like everything else.
+        self._index.new.reset(self.spool.queued_oldest_first())
+        self.maintain(now)
+        self.log.info(
+            "spool_scanned",
+            queued=len(self._index.new),
+            deferred=len(self._index.deferred),
+            sent_in_window=self.ledger.used(now),
+        )
+
+    def _replay(self, ledger: Ledger, now: float) -> None:
+        for ts, units in self.store.counted_sends(now - 2 * DAY):
+            ledger.record(ts, units)
+
+    def set_limits(self, send: Send, timezone: str) -> None:
+        """A reload: a new window kind or zone rebuilds the ledger from the store;
+        a new allowance applies to the current window at once."""
+        tz = ZoneInfo(timezone)
+        with self._lock:
+            if (send.limit_window, tz) != (self.ledger.kind, self.ledger.tz):
+                ledger = Ledger(send.limit_window, tz, send.allowance)
+                self._replay(ledger, self.clock.time())
+                self.ledger = ledger
+            else:
+                self.ledger.set_allowance(send.allowance)
+
+    def maintain(self, now: float) -> None:
+        """Drop what no limit window can count any more, once an hour: the
+        ledger and the attempts table stay bounded however long it runs."""
+        if now < self._next_prune:
+            return
+        self._next_prune = now + PRUNE_EVERY
+        # A day of margin: a clock stepped back across midnight still finds
+        # the sends of the window it lands in.
+        with self._lock:
+            self.ledger.prune(now - DAY)
+        try:
+            self.store.prune_attempts(now - ATTEMPTS_KEPT)
+        except (OSError, sqlite3.Error) as exc:
+            if not is_storage_problem(exc):
+                raise
+            self._next_prune = now  # try again at the next step
+
+    # -- the queue ----------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        """Messages waiting: queued in new/ and deferred."""
+        return len(self._index)
+
+    @property
+    def queued(self) -> int:
+        return len(self._index.new)
+
+    def arrived(self, names: Iterable[str | None]) -> None:
+        """Producers renamed these into new/ (None: too many to tell, the
+        kernel's event queue overflowed: read new/ again)."""
+        for name in names:
+            if name is None:
+                self._index.new.reset(self.spool.queued_oldest_first())
+            elif valid_name(name) and self._index.new.append(name):
+                self.log.debug("noticed", queue_id=name)
+
+    def next_retry_time(self) -> float:
+        return self._index.deferred.next_time()
+
+    def retry_all_now(self) -> None:
+        """`flush`: every deferred message is due now."""
+        self._index.all_due_now()
+
+    def next_due(self, now: float, max_size: int) -> Queued | None:
+        """The message to send next, read (at most max_size + 1 bytes), or None."""
+        while (first := self._index.first(now)) is not None:
+            name, src = first
+            if not self.spool.is_regular(src, name):
+                self._skip(name, src)
+                continue
+            try:
+                raw = self.spool.read(src, name, max_size)
+            except FileNotFoundError:
+                self._skip(name, src)
+                continue
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.EISDIR):  # swapped for a symlink/dir
+                    self._skip(name, src)
+                    continue
+                raise
+            return Queued(name, src, raw, self.store.message(name))
+        return None
+
+    def still_next(self, q: Queued, now: float) -> bool:
+        """Whether a message read earlier is still the one to send next."""
+        return self._index.is_first(q.name, q.src, now) and self.spool.is_regular(q.src, q.name)
+
+    def _skip(self, name: str, src: State) -> None:
+        """Drop a name from the index: it vanished, or it is not a regular file."""
+        self._index.discard(name, src)
+        if self.spool.exists(src, name) and name not in self._ignored:
+            self._ignored.add(name)
+            self.log.warning(
+                "ignored_non_file",
+                queue_id=name,
+                state=src,
+                reason="not a regular file (symlink, directory or device); never followed",
+            )
+
+    def reject(self, q: Queued, reason: str) -> None:
+        """A message that can never be sent (unreadable, too big for the
+        allowance): to failed/ with its reason, without claiming it."""
+        self._index.discard(q.name, q.src)
+        try:
+            self.spool.fail(q.name, q.src, reason)
+        except FileNotFoundError:
+            return
+        self.store.forget_message(q.name)
+        self.log.error("message_failed", queue_id=q.name, reason=reason)
+
+    def claim(self, q: Queued, log: Any) -> Claim | None:
+        """Take a message for sending (a rename into active/): None if it was
+        cancelled or moved meanwhile."""
+        self._index.discard(q.name, q.src)
+        if self.spool.claim(q.name, q.src) is None:
+            return None
+        return Claim(self, q, log)
+
+    def read_failed(self, name: str, max_size: int) -> bytes:
+        return self.spool.read(FAILED, name, max_size)
+
+    # -- the steps of a Claim (called by it) -----------------------------------------
+
+    def _reserve(self, claim: Claim, message_id: str, units: int, now: float) -> int:
+        prev, self._unrecorded = self._unrecorded, None
+        row = None
+        if prev is not None:
+            row = (prev.attempt, prev.name, prev.accepted_at, prev.reply, prev.info is not None)
+        try:
+            attempt = self.store.settle_and_reserve(row, claim.name, message_id, units, now)
+        except BaseException:
+            if prev is not None:
+                self._trouble.stranded.append((prev, _record_of(prev)))
+            claim.phase = Phase.SETTLED
+            self._trouble.stranded.append((claim, Settlement(claim.src, back=True)))
+            raise
+        with self._lock:
+            self.ledger.record(now, units)
+        if prev is not None:
+            self._unremoved = prev
+        return attempt
+
+    def _accepted(self, claim: Claim) -> None:
+        self._unrecorded = claim
+
+    def _apply(self, claim: Claim, s: Settlement) -> None:
+        """Write a settlement; if storage refuses, keep it for later and raise."""
+        try:
+            self._write(claim, s)
+        except (OSError, sqlite3.Error) as exc:
+            if not is_storage_problem(exc):
+                raise
+            self._trouble.stranded.append((claim, s))
+            self._trouble.failed(exc)
+            raise
+
+    def _write(self, claim: Claim, s: Settlement) -> None:
+        name = claim.name
+        now = s.at if s.at is not None else self.clock.time()
+        if s.attempt is not None and not s.attempt_written:
+            if s.attempt == "sent" and s.to is None:
+                self.store.finish_sent(claim.attempt, name, now, s.detail, claim.info is not None)
+            else:
+                self.store.finish(claim.attempt, s.attempt, now, s.detail)
+            if s.attempt == "released":
+                # The server definitely did not take it: the allowance comes back.
+                with self._lock:
+                    self.ledger.forget(claim.reserved_at, claim.units)
+            s.attempt_written = True
+        if s.done_rcpts and not s.rcpts_written:
+            self.store.add_done_recipients(name, list(s.done_rcpts))
+            s.rcpts_written = True
+        if s.to is None:
+            with contextlib.suppress(FileNotFoundError):  # an interrupted earlier try removed it
+                self.spool.remove_sent(name)
+            if s.attempt is None:
+                self.store.forget_message(name)
+            else:
+                claim.log.info("sent", recipients=claim.recipients)
+        elif s.back:
+            self._from_active(name, s.to)
+            if s.to == NEW:
+                self._index.new.push_front(name)
+            else:
+                info = claim.info
+                self._index.deferred.set(name, info.next_try if info and info.next_try else 0.0)
+        elif s.to == FAILED:
+            if not self.spool.exists(ACTIVE, name) and self.spool.exists(FAILED, name):
+                return  # finished earlier (applied again after a storage problem)
+            self.spool.fail(name, ACTIVE, s.error)
+            self.store.forget_message(name)
+        elif s.to == DEFERRED:
+            self._from_active(name, DEFERRED)
+            self.store.note_temporary_failure(name, now, s.error, s.retry_at)
+            self._index.deferred.set(name, s.retry_at)
+        else:
+            self._from_active(name, s.to)
+
+    def _from_active(self, name: str, dst: str) -> None:
+        """active/ -> dst/, or nothing if an earlier, interrupted try moved it."""
+        if not self.spool.exists(ACTIVE, name) and self.spool.exists(dst, name):
+            return
+        self.spool.move(name, ACTIVE, dst)
+
+    # -- the overlap ---------------------------------------------------------------------
+
+    def tidy(self) -> None:
+        """Remove the file of the send the last reservation recorded: called
+        while the server reads the next message."""
+        prev, self._unremoved = self._unremoved, None
+        if prev is not None:
+            self._finish_quietly(prev, Settlement(None, "sent", attempt_written=True))
+
+    def settle(self) -> None:
+        """Record the waiting accepted send on its own (nothing shares its
+        commit): called before the sender waits, and when it stops."""
+        self.tidy()
+        prev, self._unrecorded = self._unrecorded, None
+        if prev is not None:
+            self._finish_quietly(prev, _record_of(prev))
+
+    def _finish_quietly(self, claim: Claim, s: Settlement) -> None:
+        # The attempt stays "inflight" (counted) and the file in active/ until
+        # this is written: never lost; only a restart before then re-sends it
+        # (once: the one unknown outcome a crash may cost).
+        try:
+            self._apply(claim, s)
+        except (OSError, sqlite3.Error) as exc:
+            if not is_storage_problem(exc):
+                raise
+
+    # -- storage trouble -------------------------------------------------------------------
+
+    @property
+    def storage_error(self) -> str | None:
+        return self._trouble.error
+
+    @property
+    def storage_trouble(self) -> bool:
+        return bool(self._trouble)
+
+    def storage_failed(self, exc: BaseException) -> None:
+        self._trouble.failed(exc)
+
+    def recover_storage(self) -> bool:
+        """Apply what a storage failure left undone once the spool and the
+        store take writes again; True once all is well."""
+        return self._trouble.recover(self._write)
+
+    # -- levels ---------------------------------------------------------------------------
+
+    def snapshot(
+        self, now: float, *, daily_limit: int, last_send: float | None, paused: bool
+    ) -> Snapshot:
+        """The levels monitoring, STATUS= and `status` read."""
+        return measure(
+            self._index,
+            self.spool,
+            self.store,
+            self.ledger,
+            now,
+            daily_limit=daily_limit,
+            last_send=last_send,
+            paused=paused,
+            storage_ok=self.storage_error is None,
+        )
+
+
+def _record_of(claim: Claim) -> Settlement:
+    """The record of an accepted send, as the next reservation would write it."""
+    return Settlement(None, "sent", claim.reply, at=claim.accepted_at)

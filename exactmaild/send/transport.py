@@ -1,0 +1,42 @@
+"""What the sender needs of a way to send: a transaction split at its final dot.
+
+`Transport.begin()` sends everything the server cannot act on yet (MAIL,
+RCPT, DATA); `Transaction.end()` sends the body and the final dot, from
+which the server may take the message; `Transaction.reply()` reads the
+verdict as a `SendResult` or raises per the error tree. The split is where
+the sender makes its reservation durable. `exactmaild.send.smtp` is the one
+implementation; tests pass scripted ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+# Per recipient: the SMTP reply code and text.
+Replies = dict[str, tuple[int, str]]
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """The server took the message for `accepted`; some recipients may have
+    been refused for good, or deferred (a 4xx to their RCPT)."""
+
+    accepted: tuple[str, ...]
+    refused: Replies = field(default_factory=dict)
+    deferred: Replies = field(default_factory=dict)
+    reply: str = ""
+
+
+class Transaction(Protocol):
+    def end(self) -> None: ...
+    def reply(self) -> SendResult: ...
+    def abandon(self) -> None: ...
+
+
+class Transport(Protocol):
+    @property
+    def connected(self) -> bool: ...
+    def begin(self, sender: str, recipients: tuple[str, ...], data: bytes) -> Transaction: ...
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
