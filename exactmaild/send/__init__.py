@@ -1,1 +1,42 @@
-"""send."""
+"""Sending: the thread that drains the outbox over SMTP, paced and capped.
+
+The API is declared here and imported on first use (PEP 562): the command
+line's `submit` and `exactmaild-sendmail` need `send.message` on every
+call, and must not pay for smtplib, ssl and inotify to get it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from exactmaild.send.message import Prepared, prepare
+    from exactmaild.send.sender import Sender
+    from exactmaild.send.smtp import SmtpConnection
+    from exactmaild.send.transport import SendResult, Transaction, Transport
+
+_WHERE = {
+    "Prepared": "message",
+    "prepare": "message",
+    "Sender": "sender",
+    "SmtpConnection": "smtp",
+    "SendResult": "transport",
+    "Transaction": "transport",
+    "Transport": "transport",
+}
+__all__ = [
+    "Prepared",
+    "SendResult",
+    "Sender",
+    "SmtpConnection",
+    "Transaction",
+    "Transport",
+    "prepare",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
