@@ -88,14 +88,6 @@ class MessageRecords(Database):
                 (queue_id, json.dumps(done)),
             )
 
-    def set_next_try(self, queue_id: str, next_try: float | None) -> None:
-        with self._tx() as db:
-            db.execute(
-                "INSERT INTO messages (queue_id, next_try) VALUES (?, ?)"
-                " ON CONFLICT (queue_id) DO UPDATE SET next_try = excluded.next_try",
-                (queue_id, next_try),
-            )
-
     def forget_message(self, queue_id: str) -> None:
         """Drop the retry state of a message that left the spool."""
         with self._tx() as db:
