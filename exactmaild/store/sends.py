@@ -7,7 +7,8 @@ send counted, never uncounted.
 
 Each attempt is one row of `attempts`: `inflight` from its reservation until
 it is settled as `sent`, `unknown` (outcome lost; still counted) or
-`released` (the server did not take it; no longer counted).
+`released` (the server did not take it; no longer counted). Settled rows
+that no limit window reaches any more are deleted by `prune_attempts`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ COUNTED = ("inflight", "sent", "unknown")
 # The detail start-up recovery gives a send the daemon died during: how
 # `crashes()` tells a crash from a connection lost after the body.
 CRASHED = "the daemon stopped during this send"
+
+# Rows deleted per commit by prune_attempts(): each commit holds the writer
+# lock, and the sender's next commit waits behind it, so a first prune of a
+# table that grew for years must not take it for long.
+_PRUNE_CHUNK = 5000
 
 
 @dataclass(frozen=True)
@@ -149,9 +155,24 @@ class SendRecords(Database):
         return {str(r[0]) for r in rows if r[0]}
 
     def prune_attempts(self, before: float) -> None:
-        """Old settled attempts no longer matter to any limit window."""
-        with self._tx() as db:
-            db.execute("DELETE FROM attempts WHERE started < ? AND status != 'inflight'", (before,))
+        """Forget settled attempts started before `before`, which no limit
+        window reaches any more.
+
+        An `inflight` attempt is never deleted, however old: it is a send
+        whose outcome is not known yet, and it stays counted until settled.
+        The rows go a chunk per commit, found through the `started` index, so
+        a daily prune touches only the rows it deletes and never holds the
+        writer for long.
+        """
+        while True:
+            with self._tx() as db:
+                cur = db.execute(
+                    "DELETE FROM attempts WHERE id IN (SELECT id FROM attempts"
+                    " WHERE started < ? AND status != 'inflight' LIMIT ?)",
+                    (before, _PRUNE_CHUNK),
+                )
+            if cur.rowcount < _PRUNE_CHUNK:
+                return
 
 
 def _attempt(row: tuple[Any, ...]) -> Attempt:
