@@ -16,14 +16,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import structlog
 
 from exactmaild.auth.credentials import Credentials
 from exactmaild.auth.tls import TlsContexts
 from exactmaild.config.model import Config
 from exactmaild.core.errors import ExactmailError, TemporaryFailure
+from exactmaild.core.log import Log, get_log
 from exactmaild.receive import attachments
 from exactmaild.receive.mailbox import DEFAULT_TIMEOUT, detail_of, open_mailbox, step_of
 from exactmaild.receive.mailbox.imap import IMAPMailbox
@@ -62,7 +60,7 @@ class Receiver:
         state: StateStore,
         credentials: Credentials,
         *,
-        log: Any = None,
+        log: Log | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         tls: TlsContexts | None = None,
     ) -> None:
@@ -71,7 +69,7 @@ class Receiver:
         self.tls = tls if tls is not None else TlsContexts()
         self.state = state
         self.credentials = credentials
-        self.log = log if log is not None else structlog.get_logger("exactmaild.receive")
+        self.log = log if log is not None else get_log("exactmaild.receive")
         self.timeout = timeout
         self.last_fetches = 0  # messages fetched in full by the last check (for tests/metrics)
 
