@@ -8,6 +8,9 @@ loop; the loop acts. The loop owns:
   stops sending, and never two at once;
 * the control socket (`exactmaild flush`), the metrics endpoint, the
   systemd notify protocol and the watchdog;
+* the OAuth2 `TokenCache`, one for the process, shared by the sender and the
+  mailbox checks so a refresh token one of them rotated is the one the other
+  uses next;
 * reloads: the new configuration is built and validated whole, then swapped
   in, or refused whole (supervisor's rule: never half-apply).
 """
@@ -30,7 +33,8 @@ from types import FrameType
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from exactmaild.auth.credentials import credentials_for
+from exactmaild.auth.credentials import check_at_start, credentials_for
+from exactmaild.auth.oauth import TokenCache
 from exactmaild.auth.tls import TlsContexts
 from exactmaild.config import load as configload
 from exactmaild.config.model import Config
@@ -43,10 +47,13 @@ from exactmaild.daemon.systemd import Notifier
 from exactmaild.outbox.levels import Snapshot
 from exactmaild.outbox.spool import Spool
 from exactmaild.send.sender import Clock, Sender, SystemClock, Transport
+from exactmaild.send.smtp import SmtpSender
 from exactmaild.store.state import StateStore
 
 LOCK_NAME = "exactmaild.lock"
 CONTROL_NAME = "control.sock"
+# Seconds the SMTP adapter waits for the server at each step.
+SMTP_TIMEOUT = 60.0
 # Settings that live for the whole process: a reload that changes them says
 # a restart is needed and keeps the running value.
 RESTART_ONLY = ("spool.dir", "state_dir", "metrics")
@@ -105,7 +112,11 @@ class Service:
         self.notifier = notifier or Notifier(
             log=lambda line: self.log.warning("notify", error=line)
         )
+        # A test's transport, or None: SMTP with the daemon's token cache.
         self._transport_factory = transport_factory
+        # The process's OAuth2 tokens and refused logins: the sender's
+        # connections and the mailbox checks log in with it; metrics read it.
+        self.tokens = TokenCache()
         self._signals: list[int] = []
         self._stopping = False
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -122,7 +133,7 @@ class Service:
         self._stop_metrics: Callable[[], None] | None = None
         self._lock_fd: int | None = None
         self._control: socket.socket | None = None
-        self.metrics = Metrics(self.snapshot)
+        self.metrics = Metrics(self.snapshot, tokens=self.tokens)
         self.state: StateStore | None = None
         self.spool: Spool | None = None
         self.sender: Sender | None = None
@@ -150,6 +161,12 @@ class Service:
                 signal.signal(sig, self._on_signal)
         self.state = StateStore(cfg.state_dir)
         self.spool = Spool(cfg.spool.dir)
+        transport_factory = self._transport_factory
+        if transport_factory is None:
+            # A secret file that other users can read, or that is missing, is
+            # refused now, at start (exit 78), not at the first send.
+            check_at_start(cfg.account)
+            transport_factory = self._smtp_transport
         self.sender = Sender(
             cfg,
             self.state,
@@ -157,7 +174,7 @@ class Service:
             self.metrics,
             self.log,
             clock=self.clock,
-            transport_factory=self._transport_factory,
+            transport_factory=transport_factory,
         )
         self.sender.on_crash = self.wake
         self.sender.recover()
@@ -200,6 +217,12 @@ class Service:
             reserve=cfg.send.reserve,
         )
         self.notifier.ready(self.status_line())
+
+    def _smtp_transport(self, cfg: Config) -> Transport:
+        """The sender's SMTP connection, logging in with the daemon's token cache."""
+        return SmtpSender(
+            cfg.outgoing, credentials_for(cfg.account, tokens=self.tokens), timeout=SMTP_TIMEOUT
+        )
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         # Only record and wake: the loop does the work, outside the handler.
@@ -444,7 +467,11 @@ class Service:
         assert self.state is not None
         try:
             receiver = Receiver(
-                cfg, self.state, credentials_for(cfg.account), log=self.log, tls=self._tls
+                cfg,
+                self.state,
+                credentials_for(cfg.account, tokens=self.tokens),
+                log=self.log,
+                tls=self._tls,
             )
             self._receive_result = receiver.check(now, window=window)
         except Exception as exc:  # never let a check kill the loop
