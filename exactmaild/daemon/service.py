@@ -6,8 +6,9 @@ loop; the loop acts. The loop owns:
 * the sender thread (exactmaild.send.sender) that drains the spool;
 * mailbox checks, each in a short-lived thread so a hung IMAP server never
   stops sending, and never two at once;
-* the control socket (`exactmaild flush`), the metrics endpoint, the
-  systemd notify protocol and the watchdog;
+* the state directory's lock and the control socket (`exactmaild flush`),
+  both from `exactmaild.daemon.control`; the metrics endpoint, the systemd
+  notify protocol and the watchdog;
 * the OAuth2 `TokenCache`, one for the process, shared by the sender and the
   mailbox checks so a refresh token one of them rotated is the one the other
   uses next;
@@ -18,12 +19,10 @@ loop; the loop acts. The loop owns:
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import math
 import os
 import selectors
 import signal
-import socket
 import sqlite3
 import threading
 import time
@@ -42,6 +41,7 @@ from exactmaild.core.errors import ConfigError, TemporaryFailure
 from exactmaild.core.limits import window_bounds
 from exactmaild.core.schedule import describe_next, next_check
 from exactmaild.daemon import logs
+from exactmaild.daemon.control import ControlSocket, StateLock
 from exactmaild.daemon.metrics import Metrics
 from exactmaild.daemon.systemd import Notifier
 from exactmaild.outbox.levels import Snapshot
@@ -50,42 +50,11 @@ from exactmaild.send.sender import Clock, Sender, SystemClock, Transport
 from exactmaild.send.smtp import SmtpSender
 from exactmaild.store.state import StateStore
 
-LOCK_NAME = "exactmaild.lock"
-CONTROL_NAME = "control.sock"
 # Seconds the SMTP adapter waits for the server at each step.
 SMTP_TIMEOUT = 60.0
 # Settings that live for the whole process: a reload that changes them says
 # a restart is needed and keeps the running value.
 RESTART_ONLY = ("spool.dir", "state_dir", "metrics")
-
-
-class AlreadyRunning(TemporaryFailure):
-    pass
-
-
-def control_path(cfg: Config) -> Path:
-    return cfg.state_dir / CONTROL_NAME
-
-
-def daemon_running(state_dir: Path) -> bool:
-    """True if a daemon holds the state directory's lock."""
-    try:
-        fd = os.open(state_dir / LOCK_NAME, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
-def send_control(cfg: Config, command: str) -> None:
-    """Send a command (e.g. b"flush") to the running daemon's control socket."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-        s.sendto(command.encode(), str(control_path(cfg)))
 
 
 class Service:
@@ -131,8 +100,8 @@ class Service:
         self._status_line = ""
         self._note_failed = False
         self._stop_metrics: Callable[[], None] | None = None
-        self._lock_fd: int | None = None
-        self._control: socket.socket | None = None
+        self._lock = StateLock(cfg.state_dir)
+        self._control: ControlSocket | None = None
         self.metrics = Metrics(self.snapshot, tokens=self.tokens)
         self.state: StateStore | None = None
         self.spool: Spool | None = None
@@ -143,16 +112,7 @@ class Service:
     def start(self) -> None:
         cfg = self.cfg
         cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
-        self._lock_fd = os.open(cfg.state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o640)
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._lock_fd)
-            self._lock_fd = None
-            raise AlreadyRunning(
-                f"another exactmaild is already running on {cfg.state_dir} "
-                "(two daemons on one account would break the daily limit)"
-            ) from None
+        self._lock.acquire()
         if self.install_signals:
             # Before anything can be seen from outside (the metrics port): a
             # SIGHUP's default action is to end the process, and a logrotate
@@ -182,13 +142,7 @@ class Service:
         if elsewhere:
             start_s, _, units = elsewhere.partition(":")
             self.sender.set_external(float(start_s), int(units))
-        path = control_path(cfg)
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        self._control = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._control.bind(str(path))
-        self._control.setblocking(False)
-        os.chmod(path, 0o660)
+        self._control = ControlSocket(cfg)
         if cfg.metrics.enabled:
             assert cfg.metrics.host is not None
             try:
@@ -295,17 +249,13 @@ class Service:
             self._stop_metrics = None
         if self._control is not None:
             self._control.close()
-            with contextlib.suppress(OSError):
-                control_path(self.cfg).unlink()
             self._control = None
         if self.state is not None:
             with contextlib.suppress(Exception):
                 self.state.put(pid=None)
             self.state.close()
             self.state = None
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        self._lock.release()
         self.log.info("stopped")
 
     # -- signals and commands -----------------------------------------------------------
@@ -324,12 +274,7 @@ class Service:
     def _handle_control(self) -> None:
         if self._control is None:
             return
-        while True:
-            try:
-                data = self._control.recv(512)
-            except BlockingIOError:
-                return
-            command = data.decode("ascii", "replace").strip()
+        for command in self._control.commands():
             if command == "flush":
                 self.flush()
             else:
