@@ -1,12 +1,14 @@
 """The receive check: mailbox -> attachments policy -> Maildir, and `test-connection`'s steps.
 
 Owns one mailbox check from end to end: connect with the configured
-adapter, hand every new message through `receive.attachments` into
-`receive.maildir`, let the adapter record the position after each delivery,
+adapter, hand every new message through the attachments policy
+(`exactmaild.receive.attachments`) into the Maildir at `receive.maildir`
+(`exactmaild.store.maildir`), let the adapter record the position after each delivery,
 and (IMAP with `send.count_sent_folder`) count the mail sent elsewhere in
 the current limit window. A check never raises for a server, network or
-disk problem: it returns a `CheckResult` with `error` set, and the daemon's
-loop counts it, logs it once per failure streak, and keeps sending.
+disk problem: it returns a `CheckResult` with `error` set, and the check
+scheduler (`exactmaild.receive.scheduler`) counts it, logs it once per
+failure streak, and the daemon keeps sending.
 
 Also `test_connection` (the incoming half of `exactmaild test-connection`)
 and `reset_position` (`exactmaild reset-mailbox-counter`).
@@ -31,6 +33,8 @@ from exactmaild.store.state import StateStore
 
 @dataclass(frozen=True)
 class CheckResult:
+    """What one check did: messages delivered (also when it then failed), and why it failed."""
+
     delivered: int
     sent_elsewhere: int | None = None  # IMAP + send.count_sent_folder + a window only
     error: str | None = None

@@ -96,8 +96,8 @@ class Mailbox(Protocol):
 
 
 def tls_context(incoming: Incoming, contexts: TlsContexts) -> ssl.SSLContext:
-    """The verifying TLS context for `incoming` (`tlscontext`: kept across checks,
-    rebuilt when incoming.tls_ca_file changes), or the TLS step's failure."""
+    """The verifying TLS context for `incoming` (`exactmaild.auth.tls`: kept across
+    checks, rebuilt when incoming.tls_ca_file changes), or the TLS step's failure."""
     try:
         return contexts.get(incoming.tls_ca_file)
     except (OSError, ssl.SSLError) as exc:
