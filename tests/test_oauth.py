@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exactmaild.auth import oauth
 from exactmaild.auth.credentials import credentials_for
-from exactmaild.auth.oauth import OAuth2Credentials, OAuthCollector
+from exactmaild.auth.oauth import OAuth2Credentials, TokenCache
 from exactmaild.config.model import Account, Auth
 from exactmaild.core.errors import AccountFailure, TemporaryFailure
+from exactmaild.daemon.metrics import OAuthCollector
 from tests.fixtures.smtp import free_port
 from tests.fixtures.tokens import CLIENT_ID, CLIENT_SECRET, TokenServer, start_token_server
 
@@ -26,11 +26,15 @@ USER = "reception@practice.example"
 
 @pytest.fixture
 def tokens() -> Iterator[TokenServer]:
-    oauth.forget_cached_tokens()
     ts = start_token_server()
     yield ts
     ts.stop()
-    oauth.forget_cached_tokens()
+
+
+@pytest.fixture
+def cache() -> TokenCache:
+    """The token cache the daemon would own: shared by every credentials object made with it."""
+    return TokenCache()
 
 
 def write_private(path: Path, text: str) -> Path:
@@ -60,10 +64,12 @@ def account(tmp: Path, ts: TokenServer, *, secret: bool = True, **auth: object) 
     return Account(address=USER, auth=Auth(**fields))  # type: ignore[arg-type]
 
 
-def test_grant_caches_rotates_and_stores_0600(tmp_path: Path, tokens: TokenServer) -> None:
+def test_grant_caches_rotates_and_stores_0600(
+    tmp_path: Path, tokens: TokenServer, cache: TokenCache
+) -> None:
     acct = account(tmp_path, tokens)
     old = (tmp_path / "refresh_token").read_text().strip()
-    creds = credentials_for(acct)
+    creds = credentials_for(acct, tokens=cache)
     assert isinstance(creds, OAuth2Credentials)
     assert creds.expires_at is None
     token = creds.secret()
@@ -79,7 +85,7 @@ def test_grant_caches_rotates_and_stores_0600(tmp_path: Path, tokens: TokenServe
     assert stat.S_IMODE((tmp_path / "refresh_token").stat().st_mode) == 0o600
     assert creds.expires_at is not None and abs(creds.expires_at - (time.time() + 3600)) < 30
     # another object for the same account (each receive check builds one) shares the cache
-    assert OAuth2Credentials(acct).secret() == token
+    assert OAuth2Credentials(acct, cache).secret() == token
     assert tokens.provider.grants("refresh_token") == 1
     # invalidate: the next secret() is a fresh token, from the rotated refresh token
     creds.invalidate()
@@ -91,9 +97,9 @@ def test_grant_caches_rotates_and_stores_0600(tmp_path: Path, tokens: TokenServe
     ).read_text().strip() in tokens.provider.current_refresh_tokens
 
 
-def test_refreshed_before_expiry(tmp_path: Path, tokens: TokenServer) -> None:
+def test_refreshed_before_expiry(tmp_path: Path, tokens: TokenServer, cache: TokenCache) -> None:
     tokens.provider.expires_in = 2  # margin: half the lifetime, so cached for ~1 s
-    creds = OAuth2Credentials(account(tmp_path, tokens))
+    creds = OAuth2Credentials(account(tmp_path, tokens), cache)
     first = creds.secret()
     assert creds.secret() == first
     time.sleep(1.1)
@@ -101,7 +107,7 @@ def test_refreshed_before_expiry(tmp_path: Path, tokens: TokenServer) -> None:
     assert second != first and tokens.provider.valid_access(second)
 
 
-def test_threads_share_one_refresh(tmp_path: Path, tokens: TokenServer) -> None:
+def test_threads_share_one_refresh(tmp_path: Path, tokens: TokenServer, cache: TokenCache) -> None:
     acct = account(tmp_path, tokens)
     got: list[str] = []
     errors: list[BaseException] = []
@@ -109,7 +115,7 @@ def test_threads_share_one_refresh(tmp_path: Path, tokens: TokenServer) -> None:
     def worker() -> None:
         try:
             for _ in range(5):
-                c = OAuth2Credentials(acct)
+                c = OAuth2Credentials(acct, cache)
                 got.append(c.secret())
                 c.invalidate()
         except BaseException as exc:
@@ -129,9 +135,11 @@ def test_threads_share_one_refresh(tmp_path: Path, tokens: TokenServer) -> None:
     ).read_text().strip() in tokens.provider.current_refresh_tokens
 
 
-def test_token_from_authorize_is_picked_up(tmp_path: Path, tokens: TokenServer) -> None:
+def test_token_from_authorize_is_picked_up(
+    tmp_path: Path, tokens: TokenServer, cache: TokenCache
+) -> None:
     acct = account(tmp_path, tokens)
-    creds = OAuth2Credentials(acct)
+    creds = OAuth2Credentials(acct, cache)
     creds.secret()
     tokens.provider.revoke_refresh_tokens()
     creds.invalidate()
@@ -147,12 +155,14 @@ def test_token_from_authorize_is_picked_up(tmp_path: Path, tokens: TokenServer) 
     assert tokens.provider.valid_access(creds.secret())
 
 
-def test_invalid_grant_is_account_failure_saying_how(tmp_path: Path, tokens: TokenServer) -> None:
+def test_invalid_grant_is_account_failure_saying_how(
+    tmp_path: Path, tokens: TokenServer, cache: TokenCache
+) -> None:
     acct = account(tmp_path, tokens)
     refresh = (tmp_path / "refresh_token").read_text().strip()
     tokens.provider.revoke_refresh_tokens()
-    before = oauth.auth_failures()["token"]
-    creds = OAuth2Credentials(acct)
+    before = cache.failures()["token"]
+    creds = OAuth2Credentials(acct, cache)
     with pytest.raises(AccountFailure) as info:
         creds.secret()
     text = str(info.value)
@@ -161,64 +171,68 @@ def test_invalid_grant_is_account_failure_saying_how(tmp_path: Path, tokens: Tok
     assert "Trace ID" not in text
     # the endpoint echoed the refresh token in its description: scrubbed
     assert refresh not in text and "[redacted]" in text
-    assert oauth.auth_failures()["token"] == before + 1
+    assert cache.failures()["token"] == before + 1
     assert refresh not in repr(creds) and CLIENT_SECRET not in repr(creds)
 
 
-def test_endpoint_trouble_is_temporary(tmp_path: Path, tokens: TokenServer) -> None:
+def test_endpoint_trouble_is_temporary(
+    tmp_path: Path, tokens: TokenServer, cache: TokenCache
+) -> None:
     acct = account(tmp_path, tokens)
     tokens.provider.server_errors = 1
     with pytest.raises(TemporaryFailure) as info:
-        OAuth2Credentials(acct).secret()
+        OAuth2Credentials(acct, cache).secret()
     assert not isinstance(info.value, AccountFailure)
     assert "failed for now" in str(info.value)
-    assert OAuth2Credentials(acct).secret()  # recovered
+    assert OAuth2Credentials(acct, cache).secret()  # recovered
     # nothing listening
     dead = Auth(**{**acct.auth.__dict__, "token_url": f"http://127.0.0.1:{free_port()}/token"})
-    oauth.forget_cached_tokens()
+    cache = TokenCache()  # afresh, as a new process would start
     with pytest.raises(TemporaryFailure) as info:
-        OAuth2Credentials(Account(address=USER, auth=dead), timeout=5).secret()
+        OAuth2Credentials(Account(address=USER, auth=dead), cache, timeout=5).secret()
     assert not isinstance(info.value, AccountFailure)
     assert "cannot reach the OAuth2 endpoint 127.0.0.1" in str(info.value)
 
 
-def test_client_and_file_problems_pause(tmp_path: Path, tokens: TokenServer) -> None:
+def test_client_and_file_problems_pause(
+    tmp_path: Path, tokens: TokenServer, cache: TokenCache
+) -> None:
     # no client secret, but the endpoint needs one: invalid_client
     with pytest.raises(AccountFailure, match="client_secret_file"):
-        OAuth2Credentials(account(tmp_path, tokens, secret=False)).secret()
-    oauth.forget_cached_tokens()
+        OAuth2Credentials(account(tmp_path, tokens, secret=False), cache).secret()
+    cache = TokenCache()  # afresh, as a new process would start
     # the refresh token file is readable by others: refused, naming the fix
     (tmp_path / "refresh_token").chmod(0o644)
     with pytest.raises(AccountFailure, match="chmod 600"):
-        OAuth2Credentials(account(tmp_path, tokens)).secret()
-    oauth.forget_cached_tokens()
+        OAuth2Credentials(account(tmp_path, tokens), cache).secret()
+    cache = TokenCache()  # afresh, as a new process would start
     (tmp_path / "refresh_token").chmod(0o600)
     good = account(tmp_path, tokens).auth
     gone = Auth(**{**good.__dict__, "refresh_token_file": tmp_path / "missing"})
     with pytest.raises(AccountFailure, match="does not exist"):
-        OAuth2Credentials(Account(address=USER, auth=gone)).secret()
+        OAuth2Credentials(Account(address=USER, auth=gone), cache).secret()
     bad = Auth(**{**good.__dict__, "token_url": tokens.base + "/nope"})
     with pytest.raises(AccountFailure, match="token_url"):
-        OAuth2Credentials(Account(address=USER, auth=bad)).secret()
+        OAuth2Credentials(Account(address=USER, auth=bad), cache).secret()
 
 
-def test_no_rotation_keeps_the_file(tmp_path: Path, tokens: TokenServer) -> None:
+def test_no_rotation_keeps_the_file(tmp_path: Path, tokens: TokenServer, cache: TokenCache) -> None:
     tokens.provider.rotate = False
     acct = account(tmp_path, tokens)
     before = (tmp_path / "refresh_token").stat().st_mtime_ns
-    OAuth2Credentials(acct).secret()
+    OAuth2Credentials(acct, cache).secret()
     assert (tmp_path / "refresh_token").stat().st_mtime_ns == before
 
 
 def test_rotated_token_kept_in_memory_under_a_systemd_credential(
-    tmp_path: Path, tokens: TokenServer, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, tokens: TokenServer, cache: TokenCache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     creds_dir = tmp_path / "credentials"
     creds_dir.mkdir()
     write_private(creds_dir / "refresh_token", tokens.provider.new_refresh_token())
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds_dir))
     acct = account(tmp_path, tokens)
-    creds = OAuth2Credentials(acct)
+    creds = OAuth2Credentials(acct, cache)
     creds.secret()
     # the rotated token went to refresh_token_file; the credential still holds
     # the old (now dead) one, so the next refresh must use the one in memory
@@ -228,16 +242,16 @@ def test_rotated_token_kept_in_memory_under_a_systemd_credential(
     assert tokens.provider.valid_access(creds.secret())
 
 
-def test_metrics_collector(tmp_path: Path, tokens: TokenServer) -> None:
+def test_metrics_collector(tmp_path: Path, tokens: TokenServer, cache: TokenCache) -> None:
     registry = CollectorRegistry()
-    registry.register(OAuthCollector())
+    registry.register(OAuthCollector(cache))
     text = generate_latest(registry).decode()
     assert "exactmaild_oauth_token_expiry_timestamp_seconds " not in text
     assert 'exactmaild_auth_failures_total{kind="login"}' in text
     assert 'exactmaild_auth_failures_total{kind="token"}' in text
-    creds = OAuth2Credentials(account(tmp_path, tokens))
+    creds = OAuth2Credentials(account(tmp_path, tokens), cache)
     token = creds.secret()
-    before = oauth.auth_failures()["login"]
+    before = cache.failures()["login"]
     creds.invalidate()
     text = generate_latest(registry).decode()
     line = next(

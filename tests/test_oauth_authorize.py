@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from exactmaild.auth.authorize import AuthorizationFailed, authorize
-from exactmaild.auth.oauth import OAuth2Credentials
+from exactmaild.auth.oauth import OAuth2Credentials, TokenCache
 from exactmaild.config.model import Account, Auth
 from tests.fixtures.tokens import CLIENT_ID, CLIENT_SECRET, TokenServer, start_token_server
 from tests.helpers import REPO
@@ -106,7 +106,7 @@ def test_cli_device_flow_stores_token_0600_and_prints_code(
             refresh_token_file=tmp_path / "refresh_token",
         ),
     )
-    assert tokens.provider.valid_access(OAuth2Credentials(acct).secret())
+    assert tokens.provider.valid_access(OAuth2Credentials(acct, TokenCache()).secret())
 
 
 def test_slow_down_widens_the_interval(tmp_path: Path, tokens: TokenServer) -> None:

@@ -1,5 +1,6 @@
 """IMAP and POP3 XOAUTH2 against a real Dovecot whose `oauth2` passdb checks each
-token at the local introspection endpoint (tests/fixtures/tokens.py)."""
+token at the local introspection endpoint (tests/fixtures/tokens.py), and the
+daemon sending over SMTP and checking over IMAP with one token cache."""
 
 from __future__ import annotations
 
@@ -10,14 +11,21 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
+import yaml
 
-from exactmaild.auth import oauth
-from exactmaild.auth.oauth import OAuth2Credentials
+from exactmaild.auth.oauth import OAuth2Credentials, TokenCache
 from exactmaild.config.model import Account, Auth
 from exactmaild.receive.receiver import Receiver
 from exactmaild.store.state import StateStore
 from tests.fixtures import dovecot as dv
-from tests.fixtures.tokens import CLIENT_ID, CLIENT_SECRET, TokenServer, start_token_server
+from tests.fixtures.tokens import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    TokenServer,
+    start_token_server,
+    start_xoauth2_smtp,
+)
+from tests.helpers import Daemon, exactmaild, message, metric, scrape, wait_until, write_config
 from tests.test_oauth import write_private
 
 pytestmark = pytest.mark.dovecot
@@ -94,14 +102,16 @@ def test_xoauth2_login_and_check_delivers(
 ) -> None:
     server, ts = oauth_dovecot
     server.wipe()
-    oauth.forget_cached_tokens()
+    tokens = TokenCache()
     account = oauth_account(tmp_path, ts)
     cfg = replace(dv.build_config(tmp_path, server.incoming(protocol, security)), account=account)
     server.add_messages(1, 2)
     before = ts.provider.introspections
     state = StateStore(cfg.state_dir)
     try:
-        result = Receiver(cfg, state, OAuth2Credentials(account), timeout=30).check(time.time())
+        result = Receiver(cfg, state, OAuth2Credentials(account, tokens), timeout=30).check(
+            time.time()
+        )
     finally:
         state.close()
     assert result.error is None, server.log_text()
@@ -119,14 +129,14 @@ def test_expired_token_is_refused_then_refreshed(
 ) -> None:
     server, ts = oauth_dovecot
     server.wipe()
-    oauth.forget_cached_tokens()
+    tokens = TokenCache()
     account = oauth_account(tmp_path, ts)
     cfg = replace(dv.build_config(tmp_path, server.incoming("imap", "tls")), account=account)
     state = StateStore(cfg.state_dir)
     try:
-        creds = OAuth2Credentials(account)
+        creds = OAuth2Credentials(account, tokens)
         assert Receiver(cfg, state, creds, timeout=30).check(time.time()).error is None
-        before = oauth.auth_failures()["login"]
+        before = tokens.failures()["login"]
         ts.provider.expire_access_tokens()  # Dovecot's introspection now says inactive
         server.add_messages(1, 1)
         # A refused login makes Dovecot hold the next one from the same address
@@ -134,14 +144,82 @@ def test_expired_token_is_refused_then_refreshed(
         other = start_oauth_dovecot(ts)
         try:
             elsewhere = replace(cfg, incoming=other.incoming("imap", "tls"))
-            failed = Receiver(elsewhere, state, OAuth2Credentials(account), timeout=30).check(
-                time.time()
-            )
+            failed = Receiver(
+                elsewhere, state, OAuth2Credentials(account, tokens), timeout=30
+            ).check(time.time())
         finally:
             dv.cleanup(other)
         assert failed.error is not None and "refused the login" in failed.error
-        assert oauth.auth_failures()["login"] == before + 1  # the adapter invalidated it
-        ok = Receiver(cfg, state, OAuth2Credentials(account), timeout=30).check(time.time())
+        assert tokens.failures()["login"] == before + 1  # the adapter invalidated it
+        ok = Receiver(cfg, state, OAuth2Credentials(account, tokens), timeout=30).check(time.time())
         assert ok.error is None and ok.delivered == 1
     finally:
         state.close()
+
+
+# The XOAUTH2 SMTP server runs on loopback without TLS, which aiosmtpd warns about.
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_daemon_sends_and_checks_with_one_token_cache(
+    tmp_path: Path, oauth_dovecot: tuple[dv.Dovecot, TokenServer]
+) -> None:
+    """The sender and the mailbox checks share the daemon's TokenCache: the
+    refresh token is a systemd credential that cannot be rewritten, and each
+    refresh rotates it, so a second cache would offer the dead first token."""
+    server, ts = oauth_dovecot
+    server.wipe()
+    server.add_messages(1, 1)
+    smtp = start_xoauth2_smtp(ts.provider)
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    write_private(credentials / "refresh_token", ts.provider.new_refresh_token())
+    write_private(tmp_path / "client_secret", CLIENT_SECRET)
+    config = write_config(
+        tmp_path,
+        smtp.server,
+        timezone="UTC",
+        account={
+            "address": f"{dv.USER}@practice.example",
+            "auth": {
+                "method": "oauth2",
+                "username": dv.USER,
+                "provider": "custom",
+                "token_url": ts.token_url,
+                "client_id": CLIENT_ID,
+                "client_secret_file": str(tmp_path / "client_secret"),
+                "scope": "https://mail.example/all offline_access",
+            },
+        },
+        incoming={
+            "protocol": "imap",
+            "host": "127.0.0.1",
+            "port": server.imaps,
+            "security": "tls",
+            "tls_ca_file": str(server.ca_file),
+            "folder": "INBOX",
+        },
+        receive={"maildir": str(tmp_path / "inbox")},
+        schedule={"every": "1s"},
+    )
+    port = int(yaml.safe_load(config.read_text())["metrics"]["listen"].rsplit(":", 1)[1])
+    before = ts.provider.grants("refresh_token")
+    daemon = Daemon(config, env={"CREDENTIALS_DIRECTORY": str(credentials)})
+    try:
+        daemon.wait_ready(port, timeout=30)
+        done = exactmaild("submit", "-c", str(config), input=message(1))
+        assert done.returncode == 0, done.stderr
+        assert len(smtp.server.sink.wait_for(1, timeout=30)) == 1, daemon.log()
+
+        def checks_ok() -> float:
+            return metric(scrape(port), "exactmaild_receive_checks_total", 'result="ok"') or 0
+
+        assert wait_until(lambda: checks_ok() >= 2, 30), daemon.log()
+        text = scrape(port)
+        assert metric(text, "exactmaild_received_total") == 1
+        assert metric(text, "exactmaild_receive_checks_total", 'result="error"') == 0
+        assert metric(text, "exactmaild_auth_failures_total", 'kind="token"') == 0
+        # one grant served both: the access token is cached for the hour
+        assert ts.provider.grants("refresh_token") == before + 1
+    finally:
+        assert daemon.stop() == 0
+        smtp.stop()
+    assert "invalid_grant" not in daemon.log()

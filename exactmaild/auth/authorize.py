@@ -25,8 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from exactmaild.auth.oauth import TOKEN_TIMEOUT, TokenReply, forget_cached_tokens, post_form
 from exactmaild.auth.secrets import CLIENT_SECRET, read_secret, write_secret
+from exactmaild.auth.tokens import TOKEN_TIMEOUT, TokenReply, endpoint_host, post_form
 from exactmaild.config.model import Account
 from exactmaild.core.errors import (
     EX_UNAVAILABLE,
@@ -166,7 +166,7 @@ def poll_for_token(
             return refresh
         if reply.status == 200 and not error:
             raise AuthorizationFailed(
-                f"{_host(auth.token_url)} issued no refresh token, so exactmaild could "
+                f"{endpoint_host(auth.token_url)} issued no refresh token, so exactmaild could "
                 "not log in again later: the scope must allow offline use (for Microsoft "
                 "365 add offline_access to account.auth.scope)"
             )
@@ -182,7 +182,10 @@ def authorize(
     clock: Callable[[], float] = time.monotonic,
     slow_down_step: float = SLOW_DOWN_STEP,
 ) -> None:
-    """The whole flow: print the instructions, wait, store the refresh token 0600."""
+    """The whole flow: print the instructions, wait, store the refresh token 0600.
+
+    Nothing to tell a running daemon: its `TokenCache` reads the file again at
+    the next refresh and prefers a token that changed there."""
     auth = account.auth
     if auth.method != "oauth2":
         raise _config_problem(
@@ -219,7 +222,6 @@ def authorize(
         slow_down_step=slow_down_step,
     )
     write_secret(path, refresh)
-    forget_cached_tokens()
     print(f"Authorised: the refresh token is stored in {path} (mode 0600).", file=out)
     print(
         "A running daemon uses it at its next login; `exactmaild flush` resumes a "
@@ -239,12 +241,6 @@ def _client_secret(account: Account) -> str:
     return read_secret(path, CLIENT_SECRET, what="the OAuth2 client secret")
 
 
-def _host(url: str) -> str:
-    from urllib.parse import urlsplit
-
-    return urlsplit(url).hostname or url
-
-
 def _number(value: Any, default: float) -> float:
     try:
         number = float(value)
@@ -254,7 +250,7 @@ def _number(value: Any, default: float) -> float:
 
 
 def _refusal(reply: TokenReply, url: str, secret: str, *, step: str) -> ExactmailError:
-    host = _host(url)
+    host = endpoint_host(url)
     detail = reply.error or f"HTTP {reply.status}"
     description = reply.description(secret)
     if description:

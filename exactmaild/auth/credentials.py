@@ -4,12 +4,19 @@ The SMTP adapter and the mailbox adapters ask a `Credentials` object for the
 secret at each login instead of holding it, so a password file rotated on
 disk or an OAuth2 access token refreshed in memory is picked up without a
 restart, and the secret never sits in a config object that might be logged.
+
+`credentials_for(account, tokens=...)` picks the object for the configured
+method. `tokens` is the process's `TokenCache`: OAuth2 access tokens live in
+it, and every refused login is counted in it (for monitoring), whatever the
+method. The daemon passes its own, shared by the sender and the mailbox
+checks; a one-shot command may pass none and get a cache of its own.
 """
 
 from __future__ import annotations
 
 from typing import Literal, Protocol
 
+from exactmaild.auth.oauth import OAuth2Credentials, TokenCache
 from exactmaild.config.model import Account
 
 
@@ -34,8 +41,9 @@ class PasswordCredentials:
 
     method: Literal["password"] = "password"
 
-    def __init__(self, account: Account) -> None:
+    def __init__(self, account: Account, tokens: TokenCache) -> None:
         self._account = account
+        self._tokens = tokens
 
     @property
     def username(self) -> str:
@@ -49,9 +57,7 @@ class PasswordCredentials:
     def invalidate(self) -> None:
         # Nothing cached to drop (the file is re-read at each login); count the
         # refusal so monitoring sees password failures as it sees OAuth ones.
-        from exactmaild.auth.oauth import record_auth_failure
-
-        record_auth_failure("login")
+        self._tokens.record_failure("login")
 
     def __repr__(self) -> str:  # never show the secret, even by accident
         return f"PasswordCredentials(username={self.username!r})"
@@ -97,12 +103,13 @@ def check_at_start(account: Account) -> None:
                 read_secret(path, credential, what=what)
 
 
-def credentials_for(account: Account) -> Credentials:
-    """The credentials object for the configured auth method."""
+def credentials_for(account: Account, *, tokens: TokenCache | None = None) -> Credentials:
+    """The credentials object for the configured auth method, keeping its
+    tokens and counting its refusals in `tokens` (None: a cache of its own)."""
+    if tokens is None:
+        tokens = TokenCache()
     if account.auth.method == "none":
         return NoCredentials(account)
     if account.auth.method == "oauth2":
-        from exactmaild.auth.oauth import OAuth2Credentials  # type: ignore[import-not-found,unused-ignore]
-
-        return OAuth2Credentials(account)  # type: ignore[no-any-return,unused-ignore]
-    return PasswordCredentials(account)
+        return OAuth2Credentials(account, tokens)
+    return PasswordCredentials(account, tokens)

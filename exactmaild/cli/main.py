@@ -292,7 +292,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
 
 
 def cmd_flush(args: argparse.Namespace) -> int:
-    from exactmaild.daemon.service import daemon_running, send_control
+    from exactmaild.daemon.control import daemon_running, send_control
 
     cfg = _load(args)
     if not daemon_running(cfg.state_dir):

@@ -22,7 +22,7 @@ from exactmaild.store.state import DB_NAME, StateStore
 def collect(cfg: Config, now: float | None = None) -> dict[str, Any]:
     import time
 
-    from exactmaild.daemon.service import daemon_running
+    from exactmaild.daemon.control import daemon_running
 
     now = time.time() if now is None else now
     tz = ZoneInfo(cfg.timezone)

@@ -17,6 +17,7 @@ from typing import Any, TextIO
 import structlog
 
 from exactmaild.config.model import LogConfig
+from exactmaild.core.log import Log, get_log
 
 _SECRET_KEYS = ("password", "secret", "token", "authorization")
 _file: TextIO | None = None  # the log file configure() opened, if any
@@ -71,5 +72,6 @@ def configure(cfg: LogConfig, *, stream: TextIO | None = None) -> None:
     _retired = previous
 
 
-def get(name: str = "exactmaild") -> Any:
-    return structlog.get_logger(name)
+def get(name: str = "exactmaild") -> Log:
+    """The logger named `name`, as `configure` set it up."""
+    return get_log(name)

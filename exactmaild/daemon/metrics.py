@@ -4,7 +4,8 @@ Counters are incremented where things happen. Everything that is a level
 (sent in the window, remaining, queue depth, ages) is computed at scrape time
 from a `Snapshot` the service provides, so a scrape never shows a stale
 figure, e.g. the remaining allowance jumping back up at midnight with no send
-to trigger an update.
+to trigger an update. The OAuth2 token expiry and the refused logins are read
+the same way, from the daemon's `TokenCache` (`OAuthCollector`).
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import threading
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from exactmaild import __version__
+from exactmaild.auth.oauth import TokenCache
 from exactmaild.outbox.levels import Snapshot
 
 
@@ -92,15 +94,74 @@ class _LevelCollector(Collector):
         )
 
 
+class OAuthCollector(Collector):
+    """Exports a TokenCache's token expiry and auth failures; register it on the registry:
+
+        registry.register(OAuthCollector(tokens))
+
+    - `exactmaild_oauth_token_expiry_timestamp_seconds`: when the current access
+      token expires (present once a token was fetched);
+    - `exactmaild_oauth_refresh_token_expiry_timestamp_seconds`: when the refresh
+      token expires, if the provider says (`refresh_token_expires_in`);
+    - `exactmaild_auth_failures_total{kind}`: kind = login (a mail server refused
+      the login) | token (the token endpoint refused the refresh token or client).
+    """
+
+    def __init__(self, tokens: TokenCache) -> None:
+        self._tokens = tokens
+
+    def describe(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "exactmaild_oauth_token_expiry_timestamp_seconds", "OAuth2 access token expiry."
+        )
+        yield GaugeMetricFamily(
+            "exactmaild_oauth_refresh_token_expiry_timestamp_seconds",
+            "OAuth2 refresh token expiry.",
+        )
+        yield CounterMetricFamily("exactmaild_auth_failures", "Refused logins.", labels=["kind"])
+
+    def collect(self) -> Iterator[Metric]:
+        latest = self._tokens.latest()
+        if latest is not None and latest.expires_at is not None:
+            yield GaugeMetricFamily(
+                "exactmaild_oauth_token_expiry_timestamp_seconds",
+                "Unix time the current OAuth2 access token expires (refreshed 60 s before).",
+                value=latest.expires_at,
+            )
+            if latest.refresh_expires_at is not None:
+                yield GaugeMetricFamily(
+                    "exactmaild_oauth_refresh_token_expiry_timestamp_seconds",
+                    "Unix time the OAuth2 refresh token expires, as the provider said; "
+                    "run `exactmaild authorize` before then.",
+                    value=latest.refresh_expires_at,
+                )
+        counts = self._tokens.failures()
+        family = CounterMetricFamily(
+            "exactmaild_auth_failures",
+            "Refused logins by kind: login (a mail server refused the password or access "
+            "token), token (the OAuth2 endpoint refused the refresh token or the client).",
+            labels=["kind"],
+        )
+        for kind in ("login", "token"):
+            family.add_metric([kind], counts.get(kind, 0))
+        yield family
+
+
 class Metrics:
     """Every metric exactmaild exports, registered on a registry it owns."""
 
-    def __init__(self, snapshot: Callable[[], Snapshot] | None = None) -> None:
+    def __init__(
+        self,
+        snapshot: Callable[[], Snapshot] | None = None,
+        *,
+        tokens: TokenCache | None = None,
+    ) -> None:
+        """`snapshot`: the levels, at each scrape; `tokens`: the process's OAuth2 token
+        cache, for the token expiry and the refused logins (None: a cache of its own,
+        so the failure counters are exported, at 0)."""
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        from exactmaild.auth.oauth import OAuthCollector
-
-        r.register(OAuthCollector())
+        r.register(OAuthCollector(tokens if tokens is not None else TokenCache()))
         self.sent = Counter(
             "exactmaild_sent", "Messages accepted by the SMTP server since start.", registry=r
         )

@@ -3,85 +3,59 @@
 Like gunicorn's arbiter, signal handlers only record the signal and wake the
 loop; the loop acts. The loop owns:
 
-* the sender thread (exactmaild.send.sender) that drains the spool;
-* mailbox checks, each in a short-lived thread so a hung IMAP server never
-  stops sending, and never two at once;
-* the control socket (`exactmaild flush`), the metrics endpoint, the
-  systemd notify protocol and the watchdog;
-* reloads: the new configuration is built and validated whole, then swapped
-  in, or refused whole (supervisor's rule: never half-apply).
+* the sender thread (`exactmaild.send.sender.Sender`) that drains the spool;
+* the mailbox checks' scheduler (`exactmaild.receive.scheduler.CheckScheduler`),
+  which the loop tells the time and asks when the next check is due;
+* the state directory's lock and the control socket (`exactmaild flush`),
+  both from `exactmaild.daemon.control`; the metrics endpoint, the systemd
+  notify protocol and the watchdog;
+* the OAuth2 `TokenCache`, one for the process, shared by the sender and the
+  mailbox checks so a refresh token one of them rotated is the one the other
+  uses next;
+* reloads: the new configuration is built and validated whole
+  (`exactmaild.daemon.reload`), then swapped in, or refused whole
+  (supervisor's rule: never half-apply).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import math
 import os
 import selectors
 import signal
-import socket
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
+from dataclasses import replace
 from types import FrameType
-from typing import Any
 from zoneinfo import ZoneInfo
 
-from exactmaild.auth.credentials import credentials_for
-from exactmaild.auth.tls import TlsContexts
-from exactmaild.config import load as configload
+from exactmaild.auth.credentials import check_at_start, credentials_for
+from exactmaild.auth.oauth import TokenCache
 from exactmaild.config.model import Config
-from exactmaild.core.errors import ConfigError, TemporaryFailure
-from exactmaild.core.limits import window_bounds
-from exactmaild.core.schedule import describe_next, next_check
+from exactmaild.core.errors import EX_OK, EX_SOFTWARE, TemporaryFailure
+from exactmaild.core.log import Log
 from exactmaild.daemon import logs
+from exactmaild.daemon.control import ControlSocket, StateLock
 from exactmaild.daemon.metrics import Metrics
+from exactmaild.daemon.reload import Refused, prepare
+from exactmaild.daemon.statusline import status_line
 from exactmaild.daemon.systemd import Notifier
 from exactmaild.outbox.levels import Snapshot
 from exactmaild.outbox.spool import Spool
+from exactmaild.receive.scheduler import CheckScheduler
 from exactmaild.send.sender import Clock, Sender, SystemClock, Transport
+from exactmaild.send.smtp import SmtpSender
 from exactmaild.store.state import StateStore
 
-LOCK_NAME = "exactmaild.lock"
-CONTROL_NAME = "control.sock"
-# Settings that live for the whole process: a reload that changes them says
-# a restart is needed and keeps the running value.
-RESTART_ONLY = ("spool.dir", "state_dir", "metrics")
-
-
-class AlreadyRunning(TemporaryFailure):
-    pass
-
-
-def control_path(cfg: Config) -> Path:
-    return cfg.state_dir / CONTROL_NAME
-
-
-def daemon_running(state_dir: Path) -> bool:
-    """True if a daemon holds the state directory's lock."""
-    try:
-        fd = os.open(state_dir / LOCK_NAME, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
-def send_control(cfg: Config, command: str) -> None:
-    """Send a command (e.g. b"flush") to the running daemon's control socket."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-        s.sendto(command.encode(), str(control_path(cfg)))
+# Seconds the SMTP adapter waits for the server at each step.
+SMTP_TIMEOUT = 60.0
 
 
 class Service:
+    """One daemon: `start()` claims the account and starts the parts, `run()` is the loop."""
+
     def __init__(
         self,
         cfg: Config,
@@ -93,55 +67,39 @@ class Service:
         adjust_config: Callable[[Config], Config] | None = None,
     ) -> None:
         self.cfg = cfg
-        # The mailbox checks' TLS contexts, kept across checks; new with each
-        # configuration, so a reload reads the CA stores afresh.
-        self._tls = TlsContexts()
         # What the command line changed in the loaded config (run --daemon:
         # the log file); applied again to every reloaded config.
         self._adjust_config = adjust_config
         self.clock: Clock = clock or SystemClock()
         self.install_signals = install_signals
-        self.log = logs.get()
+        self.log: Log = logs.get()
         self.notifier = notifier or Notifier(
             log=lambda line: self.log.warning("notify", error=line)
         )
+        # A test's transport, or None: SMTP with the daemon's token cache.
         self._transport_factory = transport_factory
+        # The process's OAuth2 tokens and refused logins: the sender's
+        # connections and the mailbox checks log in with it; metrics read it.
+        self.tokens = TokenCache()
         self._signals: list[int] = []
         self._stopping = False
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._receive_thread: threading.Thread | None = None
-        self._receive_result: Any = None
-        # The limit window the running check counts the Sent folder in.
-        self._receive_window: tuple[float, float] | None = None
-        self._last_check: float | None = None
-        self._next_check: float = math.inf
-        self._receive_streak = 0
-        self._flush_receive = False
         self._status_line = ""
-        self._note_failed = False
         self._stop_metrics: Callable[[], None] | None = None
-        self._lock_fd: int | None = None
-        self._control: socket.socket | None = None
-        self.metrics = Metrics(self.snapshot)
+        self._lock = StateLock(cfg.state_dir)
+        self._control: ControlSocket | None = None
+        self.metrics = Metrics(self.snapshot, tokens=self.tokens)
         self.state: StateStore | None = None
         self.spool: Spool | None = None
         self.sender: Sender | None = None
+        self.checks: CheckScheduler | None = None
 
     # -- start and stop ------------------------------------------------------------
 
     def start(self) -> None:
         cfg = self.cfg
         cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
-        self._lock_fd = os.open(cfg.state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o640)
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._lock_fd)
-            self._lock_fd = None
-            raise AlreadyRunning(
-                f"another exactmaild is already running on {cfg.state_dir} "
-                "(two daemons on one account would break the daily limit)"
-            ) from None
+        self._lock.acquire()
         if self.install_signals:
             # Before anything can be seen from outside (the metrics port): a
             # SIGHUP's default action is to end the process, and a logrotate
@@ -150,6 +108,12 @@ class Service:
                 signal.signal(sig, self._on_signal)
         self.state = StateStore(cfg.state_dir)
         self.spool = Spool(cfg.spool.dir)
+        transport_factory = self._transport_factory
+        if transport_factory is None:
+            # A secret file that other users can read, or that is missing, is
+            # refused now, at start (exit 78), not at the first send.
+            check_at_start(cfg.account)
+            transport_factory = self._smtp_transport
         self.sender = Sender(
             cfg,
             self.state,
@@ -157,21 +121,21 @@ class Service:
             self.metrics,
             self.log,
             clock=self.clock,
-            transport_factory=self._transport_factory,
+            transport_factory=transport_factory,
         )
         self.sender.on_crash = self.wake
         self.sender.recover()
-        elsewhere = self.state.get("sent_elsewhere")
-        if elsewhere:
-            start_s, _, units = elsewhere.partition(":")
-            self.sender.set_external(float(start_s), int(units))
-        path = control_path(cfg)
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        self._control = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._control.bind(str(path))
-        self._control.setblocking(False)
-        os.chmod(path, 0o660)
+        self.checks = CheckScheduler(
+            cfg,
+            self.state,
+            metrics=self.metrics,
+            log=self.log,
+            tokens=self.tokens,
+            wake=self.wake,
+            set_external=self.sender.set_external,
+        )
+        self.checks.resume()
+        self._control = ControlSocket(cfg)
         if cfg.metrics.enabled:
             assert cfg.metrics.host is not None
             try:
@@ -185,9 +149,9 @@ class Service:
                     "metrics.listen port, or set it to off)"
                 ) from None
         now = self.clock.time()
-        self._next_check = self._due_check(now)
+        self.checks.start(now)
         # next_check too: what `status` shows must be this run's, not the last run's.
-        self.state.put(pid=str(os.getpid()), started=str(now), next_check=self._next_check_text())
+        self.state.put(pid=str(os.getpid()), started=str(now), next_check=self.checks.due_text())
         self.sender.start()
         self.log.info(
             "started",
@@ -200,6 +164,12 @@ class Service:
             reserve=cfg.send.reserve,
         )
         self.notifier.ready(self.status_line())
+
+    def _smtp_transport(self, cfg: Config) -> Transport:
+        """The sender's SMTP connection, logging in with the daemon's token cache."""
+        return SmtpSender(
+            cfg.outgoing, credentials_for(cfg.account, tokens=self.tokens), timeout=SMTP_TIMEOUT
+        )
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         # Only record and wake: the loop does the work, outside the handler.
@@ -216,7 +186,7 @@ class Service:
 
     def run(self) -> int:
         """The main loop; returns the exit status."""
-        assert self.sender is not None
+        assert self.sender is not None and self.checks is not None
         sel = selectors.DefaultSelector()
         sel.register(self._wake_r, selectors.EVENT_READ)
         if self._control is not None:
@@ -224,7 +194,7 @@ class Service:
         watchdog = self.notifier.watchdog_interval()
         next_ping = time.monotonic()
         next_status = 0.0
-        status = 0
+        status = EX_OK
         try:
             while not self._stopping:
                 self._handle_signals()
@@ -236,11 +206,11 @@ class Service:
                     # non-zero so the service manager restarts us (recovery then
                     # settles whatever was in flight).
                     self.log.critical("sender_died", action="exiting for a restart")
-                    status = 70  # EX_SOFTWARE
+                    status = EX_SOFTWARE
                     break
                 self._handle_control()
                 now = self.clock.time()
-                self._receive_tick(now)
+                self.checks.tick(now)
                 mono = time.monotonic()
                 if watchdog is not None and mono >= next_ping:
                     if self.sender.thread is None or self.sender.thread.is_alive():
@@ -249,7 +219,7 @@ class Service:
                 if mono >= next_status:
                     self._publish_status()
                     next_status = mono + 10.0
-                timeout = min(self._next_check - self.clock.time(), 10.0)
+                timeout = min(self.checks.due - self.clock.time(), 10.0)
                 if watchdog is not None:
                     timeout = min(timeout, next_ping - time.monotonic())
                 for key, _ in sel.select(max(0.0, timeout)):
@@ -265,24 +235,20 @@ class Service:
         self.log.info("stopping")
         if self.sender is not None:
             self.sender.stop()
-        if self._receive_thread is not None:
-            self._receive_thread.join(5.0)
+        if self.checks is not None:
+            self.checks.stop()
         if self._stop_metrics is not None:
             self._stop_metrics()
             self._stop_metrics = None
         if self._control is not None:
             self._control.close()
-            with contextlib.suppress(OSError):
-                control_path(self.cfg).unlink()
             self._control = None
         if self.state is not None:
             with contextlib.suppress(Exception):
                 self.state.put(pid=None)
             self.state.close()
             self.state = None
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        self._lock.release()
         self.log.info("stopped")
 
     # -- signals and commands -----------------------------------------------------------
@@ -301,12 +267,7 @@ class Service:
     def _handle_control(self) -> None:
         if self._control is None:
             return
-        while True:
-            try:
-                data = self._control.recv(512)
-            except BlockingIOError:
-                return
-            command = data.decode("ascii", "replace").strip()
+        for command in self._control.commands():
             if command == "flush":
                 self.flush()
             else:
@@ -315,49 +276,20 @@ class Service:
     def flush(self) -> None:
         """Send/Receive now: a mailbox check at once, the queue without delay (cap holds)."""
         self.log.info("flush")
-        assert self.sender is not None
+        assert self.sender is not None and self.checks is not None
         self.sender.flush()
-        self._flush_receive = True
+        self.checks.flush()
         self.wake()
 
     def reload(self) -> None:
         """Build and validate the whole new configuration, then swap it in or keep the old."""
         self.notifier.reloading()
         try:
-            new = configload.load(self.cfg.source)
-        except ConfigError as exc:
-            self._refuse([str(p) for p in exc.problems])
+            new = prepare(self.cfg, log=self.log, adjust=self._adjust_config)
+        except Refused as exc:
+            self._refuse(exc.problems)
             return
-        # configload only warns about files that may appear later; what the
-        # sender reads while swapping in must be readable now, or the swap
-        # would stop half-way (and the exception end the daemon).
-        if new.send.signature is not None:
-            try:
-                Path(new.send.signature).read_text("utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                self._refuse([f"send.signature: cannot read {new.send.signature}: {exc}"])
-                return
-        for warning in new.warnings:
-            self.log.warning("config_warning", warning=warning)
-        if self._adjust_config is not None:
-            new = self._adjust_config(new)
         old = self.cfg
-        keep: dict[str, Any] = {}
-        if new.spool.dir != old.spool.dir:
-            keep["spool"] = old.spool
-        if new.state_dir != old.state_dir:
-            keep["state_dir"] = old.state_dir
-        if new.metrics != old.metrics:
-            keep["metrics"] = old.metrics
-        if keep:
-            from dataclasses import replace
-
-            new = replace(new, **keep)
-            self.log.warning(
-                "reload_needs_restart",
-                settings=sorted(keep),
-                action="these keep their running values until `systemctl restart exactmaild`",
-            )
         try:
             logs.configure(new.log)
         except Exception as exc:  # e.g. log.file not writable: keep logging as before
@@ -374,11 +306,8 @@ class Service:
             self._refuse([f"applying the new configuration failed: {exc}"])
             return
         self.cfg = new
-        self._tls = TlsContexts()
-        self._next_check = self._due_check(self.clock.time())
-        if self.state is not None:
-            with contextlib.suppress(Exception):
-                self._note(next_check=self._next_check_text())
+        if self.checks is not None:
+            self.checks.apply(new, self.clock.time())
         self.metrics.reloads.labels("success").inc()
         self.metrics.last_reload_ok.set(1)
         self.log.info(
@@ -400,102 +329,6 @@ class Service:
         # Always READY=1 after RELOADING=1, or systemd leaves the unit "reloading".
         self.notifier.ready(self.status_line())
 
-    # -- mailbox checks ------------------------------------------------------------
-
-    def _next_check_text(self) -> str | None:
-        return str(self._next_check) if math.isfinite(self._next_check) else None
-
-    def _due_check(self, now: float) -> float:
-        cfg = self.cfg
-        if cfg.incoming is None:
-            return math.inf
-        return next_check(now, ZoneInfo(cfg.timezone), cfg.schedule, self._last_check)
-
-    def _receive_tick(self, now: float) -> None:
-        t = self._receive_thread
-        if t is not None and not t.is_alive():
-            self._receive_thread = None
-            self._receive_done(now)
-        if self.cfg.incoming is None or self._receive_thread is not None:
-            return  # a check still running is never started twice
-        if self._flush_receive or now >= self._next_check:
-            self._flush_receive = False
-            self._last_check = now
-            self._next_check = self._due_check(now)
-            assert self.state is not None
-            # Now, not when the check ends: a long fetch must not show a past next_check.
-            self._note(next_check=self._next_check_text())
-            cfg = self.cfg
-            # The window the Sent folder is counted in is the one the check
-            # started in, and the count is charged to that same window, also
-            # when the check ends after midnight.
-            self._receive_window = window_bounds(now, ZoneInfo(cfg.timezone), cfg.send.limit_window)
-            self._receive_thread = threading.Thread(
-                target=self._receive,
-                args=(cfg, now, self._receive_window),
-                name="receive",
-                daemon=True,
-            )
-            self._receive_thread.start()
-
-    def _receive(self, cfg: Config, now: float, window: tuple[float, float]) -> None:
-        from exactmaild.receive.receiver import Receiver
-
-        assert self.state is not None
-        try:
-            receiver = Receiver(
-                cfg, self.state, credentials_for(cfg.account), log=self.log, tls=self._tls
-            )
-            self._receive_result = receiver.check(now, window=window)
-        except Exception as exc:  # never let a check kill the loop
-            self.log.exception("receive_crashed")
-            self._receive_result = exc
-        self.wake()
-
-    def _receive_done(self, now: float) -> None:
-        result, self._receive_result = self._receive_result, None
-        error = str(result) if isinstance(result, Exception) else getattr(result, "error", None)
-        assert self.state is not None and self.sender is not None
-        # A check can deliver some messages and then fail: count what arrived.
-        delivered = int(getattr(result, "delivered", 0) or 0)
-        self.metrics.received.inc(delivered)
-        if error:
-            self.metrics.receive_checks.labels("error").inc()
-            self._receive_streak += 1
-            if self._receive_streak == 1:
-                self.log.error("receive_failed", error=error)
-            self._note(receive_error=error, receive_error_at=str(now))
-        else:
-            self.metrics.receive_checks.labels("ok").inc()
-            if self._receive_streak:
-                self.log.info("receive_recovered", failed_checks=self._receive_streak)
-            self._receive_streak = 0
-            self._note(last_check=str(self._last_check), receive_error=None)
-            elsewhere = getattr(result, "sent_elsewhere", None)
-            window = self._receive_window
-            if elsewhere is not None and window is not None:
-                start = window[0]
-                self.sender.set_external(start, int(elsewhere))
-                # Kept in the state so a restart (and `status`) still counts it.
-                self._note(sent_elsewhere=f"{start}:{int(elsewhere)}")
-            if delivered:
-                self.log.info("received", delivered=delivered)
-        self._receive_window = None
-        self._note(next_check=self._next_check_text())
-
-    def _note(self, **facts: str | None) -> None:
-        """Record facts for `status`; a state store that cannot take them (disk
-        full) must not stop the loop: the log, the metric and STATUS= still tell."""
-        assert self.state is not None
-        try:
-            self.state.put(**facts)
-        except (OSError, sqlite3.Error) as exc:
-            if not self._note_failed:
-                self.log.error("state_write_failed", error=str(exc), facts=sorted(facts))
-            self._note_failed = True
-        else:
-            self._note_failed = False
-
     # -- status -------------------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
@@ -507,28 +340,17 @@ class Service:
             with contextlib.suppress(OSError, sqlite3.Error):
                 last_ok = self.state.get("last_check")
         if last_ok is not None:
-            from dataclasses import replace
-
             s = replace(s, last_receive_check_timestamp=float(last_ok))
         return s
 
     def status_line(self) -> str:
-        s = self.snapshot()
-        parts = [
-            f"sent {s.sent_in_window}/{s.daily_limit} in window",
-            f"{s.remaining} left",
-            f"{s.queue.get('queued', 0)} queued",
-        ]
-        if s.queue.get("deferred"):
-            parts.append(f"{s.queue['deferred']} deferred")
-        if s.paused:
-            parts.append("PAUSED: " + (self.sender.pause_reason if self.sender else ""))
-        if not s.storage_ok:
-            parts.append("STORAGE PROBLEM")
-        if math.isfinite(self._next_check):
-            tz = ZoneInfo(self.cfg.timezone)
-            parts.append("next check " + describe_next(self._next_check, tz, now=self.clock.time()))
-        return ", ".join(parts)
+        return status_line(
+            self.snapshot(),
+            pause_reason=self.sender.pause_reason if self.sender else "",
+            next_check=self.checks.due if self.checks is not None else math.inf,
+            tz=ZoneInfo(self.cfg.timezone),
+            now=self.clock.time(),
+        )
 
     def _publish_status(self) -> None:
         line = self.status_line()

@@ -1,12 +1,14 @@
 """The receive check: mailbox -> attachments policy -> Maildir, and `test-connection`'s steps.
 
 Owns one mailbox check from end to end: connect with the configured
-adapter, hand every new message through `receive.attachments` into
-`receive.maildir`, let the adapter record the position after each delivery,
+adapter, hand every new message through the attachments policy
+(`exactmaild.receive.attachments`) into the Maildir at `receive.maildir`
+(`exactmaild.store.maildir`), let the adapter record the position after each delivery,
 and (IMAP with `send.count_sent_folder`) count the mail sent elsewhere in
 the current limit window. A check never raises for a server, network or
-disk problem: it returns a `CheckResult` with `error` set, and the daemon's
-loop counts it, logs it once per failure streak, and keeps sending.
+disk problem: it returns a `CheckResult` with `error` set, and the check
+scheduler (`exactmaild.receive.scheduler`) counts it, logs it once per
+failure streak, and the daemon keeps sending.
 
 Also `test_connection` (the incoming half of `exactmaild test-connection`)
 and `reset_position` (`exactmaild reset-mailbox-counter`).
@@ -16,14 +18,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import structlog
 
 from exactmaild.auth.credentials import Credentials
 from exactmaild.auth.tls import TlsContexts
 from exactmaild.config.model import Config
 from exactmaild.core.errors import ExactmailError, TemporaryFailure
+from exactmaild.core.log import Log, get_log
 from exactmaild.receive import attachments
 from exactmaild.receive.mailbox import DEFAULT_TIMEOUT, detail_of, open_mailbox, step_of
 from exactmaild.receive.mailbox.imap import IMAPMailbox
@@ -33,6 +33,8 @@ from exactmaild.store.state import StateStore
 
 @dataclass(frozen=True)
 class CheckResult:
+    """What one check did: messages delivered (also when it then failed), and why it failed."""
+
     delivered: int
     sent_elsewhere: int | None = None  # IMAP + send.count_sent_folder + a window only
     error: str | None = None
@@ -62,7 +64,7 @@ class Receiver:
         state: StateStore,
         credentials: Credentials,
         *,
-        log: Any = None,
+        log: Log | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         tls: TlsContexts | None = None,
     ) -> None:
@@ -71,7 +73,7 @@ class Receiver:
         self.tls = tls if tls is not None else TlsContexts()
         self.state = state
         self.credentials = credentials
-        self.log = log if log is not None else structlog.get_logger("exactmaild.receive")
+        self.log = log if log is not None else get_log("exactmaild.receive")
         self.timeout = timeout
         self.last_fetches = 0  # messages fetched in full by the last check (for tests/metrics)
 

@@ -25,12 +25,13 @@ import ipaddress
 import socket
 import ssl
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from exactmaild.auth.credentials import Credentials
 from exactmaild.auth.tls import TlsContexts
 from exactmaild.config.model import Incoming
 from exactmaild.core.errors import AccountFailure, TemporaryFailure
+from exactmaild.core.log import Log
 
 if TYPE_CHECKING:
     from exactmaild.store.state import StateStore
@@ -95,8 +96,8 @@ class Mailbox(Protocol):
 
 
 def tls_context(incoming: Incoming, contexts: TlsContexts) -> ssl.SSLContext:
-    """The verifying TLS context for `incoming` (`tlscontext`: kept across checks,
-    rebuilt when incoming.tls_ca_file changes), or the TLS step's failure."""
+    """The verifying TLS context for `incoming` (`exactmaild.auth.tls`: kept across
+    checks, rebuilt when incoming.tls_ca_file changes), or the TLS step's failure."""
     try:
         return contexts.get(incoming.tls_ca_file)
     except (OSError, ssl.SSLError) as exc:
@@ -197,11 +198,11 @@ def open_mailbox(
     state: StateStore | None,
     *,
     timeout: float = DEFAULT_TIMEOUT,
-    log: Any = None,
+    log: Log | None = None,
     tls: TlsContexts | None = None,
 ) -> Mailbox:
-    """The adapter for `incoming.protocol` (`log`: a structlog logger, for rare
-    events; `tls`: the configuration's kept TLS contexts, else built afresh)."""
+    """The adapter for `incoming.protocol` (`log`: where rare events go, if
+    anywhere; `tls`: the configuration's kept TLS contexts, else built afresh)."""
     if incoming.protocol == "pop3":
         from exactmaild.receive.mailbox.pop3 import POP3Mailbox
 

@@ -19,6 +19,7 @@ from exactmaild.auth.credentials import Credentials
 from exactmaild.auth.tls import TlsContexts
 from exactmaild.config.model import Incoming
 from exactmaild.core.errors import ExactmailError
+from exactmaild.core.log import Log
 from exactmaild.receive.mailbox import (
     DEFAULT_TIMEOUT,
     LoginFailure,
@@ -83,7 +84,7 @@ class Adapter(Generic[C]):
         state: StateStore | None,
         *,
         timeout: float = DEFAULT_TIMEOUT,
-        log: Any = None,
+        log: Log | None = None,
         tls: TlsContexts | None = None,
     ) -> None:
         self.incoming = incoming

@@ -1,0 +1,234 @@
+"""When the mailbox is checked: the schedule, one check at a time, and what a check's result does.
+
+The daemon's loop owns the clock and the waiting; a `CheckScheduler` owns
+everything else about mailbox checks. The loop tells it the time
+(`tick(now)`), asks when the next check is due (`due`) and sleeps until then
+at most; `flush()` asks for a check at once and `apply(cfg)` takes a
+reloaded configuration.
+
+* A check runs in its own short-lived thread, so a hung IMAP server never
+  stops sending; a check still running is never started twice.
+* The next check is computed (and written for `status`) when a check starts,
+  not when it ends: a long fetch must not show a past `next_check`.
+* A result is counted (metrics), logged once per failure streak, and written
+  to the state store for `status`. With IMAP and `send.count_sent_folder`,
+  the mail found in the Sent folder is handed to the sender (`set_external`)
+  for the limit window the check started in, and kept in the state store so
+  a restart still counts it.
+
+It knows nothing of the daemon: what it needs comes in as arguments and
+callbacks (the metric counters, the state store, the token cache, how to wake
+the loop, how to tell the sender about mail sent elsewhere).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sqlite3
+import threading
+from collections.abc import Callable
+from typing import Protocol
+from zoneinfo import ZoneInfo
+
+from exactmaild.auth.credentials import credentials_for
+from exactmaild.auth.oauth import TokenCache
+from exactmaild.auth.tls import TlsContexts
+from exactmaild.config.model import Config
+from exactmaild.core.limits import window_bounds
+from exactmaild.core.log import Log
+from exactmaild.core.schedule import next_check
+from exactmaild.receive.receiver import CheckResult, Receiver
+from exactmaild.store.state import StateStore
+
+# How long `stop()` waits for a running check before the process goes on exiting
+# (the check's thread is a daemon thread: it dies with the process).
+STOP_WAIT = 5.0
+
+
+class _Counter(Protocol):
+    def inc(self, amount: float = 1) -> None: ...
+
+
+class _Labelled(Protocol):
+    def labels(self, *values: str) -> _Counter: ...
+
+
+class CheckMetrics(Protocol):
+    """The counters a check's result moves (`exactmaild.daemon.metrics.Metrics` has them)."""
+
+    @property
+    def received(self) -> _Counter: ...
+
+    @property
+    def receive_checks(self) -> _Labelled: ...
+
+
+# The sender's `set_external(window_start, units)`: mail sent elsewhere in a window.
+SetExternal = Callable[[float, int], None]
+
+
+class CheckScheduler:
+    """Mailbox checks for the running configuration; driven by the daemon's loop."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        state: StateStore,
+        *,
+        metrics: CheckMetrics,
+        log: Log,
+        tokens: TokenCache,
+        wake: Callable[[], None],
+        set_external: SetExternal,
+    ) -> None:
+        self.cfg = cfg
+        self.state = state
+        self.metrics = metrics
+        self.log = log
+        self.tokens = tokens
+        self._wake = wake
+        self._set_external = set_external
+        # The checks' TLS contexts, kept across checks; new with each
+        # configuration, so a reload reads the CA stores afresh.
+        self._tls = TlsContexts()
+        self._thread: threading.Thread | None = None
+        self._result: CheckResult | None = None
+        # The limit window the running check counts the Sent folder in.
+        self._window: tuple[float, float] | None = None
+        self._last_check: float | None = None
+        self._due = math.inf
+        self._streak = 0  # failed checks in a row
+        self._flush = False
+        self._note_failed = False
+
+    # -- what the loop asks and tells -------------------------------------------
+
+    @property
+    def due(self) -> float:
+        """Clock time the next check is due (math.inf: never, e.g. `incoming: none`)."""
+        return self._due
+
+    def due_text(self) -> str | None:
+        """`due` as the state store keeps it for `status` (None: never)."""
+        return str(self._due) if math.isfinite(self._due) else None
+
+    def resume(self) -> None:
+        """At the daemon's start: what the last run found in the Sent folder counts again."""
+        elsewhere = self.state.get("sent_elsewhere")
+        if elsewhere:
+            start_s, _, units = elsewhere.partition(":")
+            self._set_external(float(start_s), int(units))
+
+    def start(self, now: float) -> None:
+        """At the daemon's start: the first check (the caller writes `due_text()`
+        with its own start facts, in one transaction)."""
+        self._due = self._next_due(now)
+
+    def apply(self, cfg: Config, now: float) -> None:
+        """A reloaded configuration: its schedule from now on. A check already
+        running finishes with the configuration it started with."""
+        self.cfg = cfg
+        self._tls = TlsContexts()
+        self._due = self._next_due(now)
+        with contextlib.suppress(Exception):
+            self._note(next_check=self.due_text())
+
+    def flush(self) -> None:
+        """Check at the next tick, whatever the schedule (`exactmaild flush`)."""
+        self._flush = True
+
+    def tick(self, now: float) -> None:
+        """Handle a finished check, then start one if it is due."""
+        t = self._thread
+        if t is not None and not t.is_alive():
+            self._thread = None
+            self._done(now)
+        if self.cfg.incoming is None or self._thread is not None:
+            return  # a check still running is never started twice
+        if self._flush or now >= self._due:
+            self._flush = False
+            self._begin(now)
+
+    def stop(self, timeout: float = STOP_WAIT) -> None:
+        """Wait a little for a running check (it stops at its next server reply)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    # -- one check ---------------------------------------------------------------
+
+    def _next_due(self, now: float) -> float:
+        cfg = self.cfg
+        if cfg.incoming is None:
+            return math.inf
+        return next_check(now, ZoneInfo(cfg.timezone), cfg.schedule, self._last_check)
+
+    def _begin(self, now: float) -> None:
+        cfg = self.cfg
+        self._last_check = now
+        self._due = self._next_due(now)
+        # Now, not when the check ends: a long fetch must not show a past next_check.
+        self._note(next_check=self.due_text())
+        # The window the Sent folder is counted in is the one the check
+        # started in, and the count is charged to that same window, also
+        # when the check ends after midnight.
+        self._window = window_bounds(now, ZoneInfo(cfg.timezone), cfg.send.limit_window)
+        self._thread = threading.Thread(
+            target=self._check,
+            args=(cfg, now, self._window),
+            name="receive",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def _check(self, cfg: Config, now: float, window: tuple[float, float]) -> None:
+        """The check's thread: one Receiver.check(), then wake the loop to handle it."""
+        try:
+            credentials = credentials_for(cfg.account, tokens=self.tokens)
+            receiver = Receiver(cfg, self.state, credentials, log=self.log, tls=self._tls)
+            self._result = receiver.check(now, window=window)
+        except Exception as exc:  # never let a check kill the loop
+            self.log.exception("receive_crashed")
+            self._result = CheckResult(delivered=0, error=str(exc) or type(exc).__name__)
+        self._wake()
+
+    def _done(self, now: float) -> None:
+        result, self._result = self._result, None
+        if result is None:  # the thread ended without a word (a BaseException)
+            result = CheckResult(delivered=0, error="the check ended without a result")
+        # A check can deliver some messages and then fail: count what arrived.
+        self.metrics.received.inc(result.delivered)
+        if result.error:
+            self.metrics.receive_checks.labels("error").inc()
+            self._streak += 1
+            if self._streak == 1:
+                self.log.error("receive_failed", error=result.error)
+            self._note(receive_error=result.error, receive_error_at=str(now))
+        else:
+            self.metrics.receive_checks.labels("ok").inc()
+            if self._streak:
+                self.log.info("receive_recovered", failed_checks=self._streak)
+            self._streak = 0
+            self._note(last_check=str(self._last_check), receive_error=None)
+            window = self._window
+            if result.sent_elsewhere is not None and window is not None:
+                start = window[0]
+                self._set_external(start, result.sent_elsewhere)
+                # Kept in the state so a restart (and `status`) still counts it.
+                self._note(sent_elsewhere=f"{start}:{result.sent_elsewhere}")
+            if result.delivered:
+                self.log.info("received", delivered=result.delivered)
+        self._window = None
+        self._note(next_check=self.due_text())
+
+    def _note(self, **facts: str | None) -> None:
+        """Record facts for `status`; a state store that cannot take them (disk
+        full) must not stop the loop: the log, the metric and STATUS= still tell."""
+        try:
+            self.state.put(**facts)
+        except (OSError, sqlite3.Error) as exc:
+            if not self._note_failed:
+                self.log.error("state_write_failed", error=str(exc), facts=sorted(facts))
+            self._note_failed = True
+        else:
+            self._note_failed = False
