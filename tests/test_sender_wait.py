@@ -12,11 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from exactmaild.auth.credentials import credentials_for
 from exactmaild.config import load as configload
+from exactmaild.config.model import Config
 from exactmaild.daemon import logs
 from exactmaild.daemon.metrics import Metrics
 from exactmaild.outbox.spool import Spool
 from exactmaild.send.sender import Sender
+from exactmaild.send.smtp import SmtpConnection
 from exactmaild.store.state import StateStore
 from tests.fixtures.smtp import SmtpServer
 from tests.helpers import message, write_config
@@ -26,7 +29,12 @@ from tests.helpers import message, write_config
 def sender(tmp_path: Path, smtp_server: SmtpServer) -> Sender:
     cfg = configload.load(write_config(tmp_path, smtp_server))
     logs.configure(cfg.log)
-    return Sender(cfg, StateStore(cfg.state_dir), Spool(cfg.spool.dir), Metrics(), logs.get())
+
+    def transport(c: Config) -> SmtpConnection:
+        return SmtpConnection(c.outgoing, credentials_for(c.account))
+
+    store, spool = StateStore(cfg.state_dir), Spool(cfg.spool.dir)
+    return Sender(cfg, store, spool, Metrics(), logs.get(), transport_factory=transport)
 
 
 def _later(delay: float, action: object) -> threading.Timer:

@@ -34,6 +34,7 @@ from zoneinfo import ZoneInfo
 from exactmaild.auth.credentials import check_at_start, credentials_for
 from exactmaild.auth.oauth import TokenCache
 from exactmaild.config.model import Config
+from exactmaild.core.clock import Clock, SystemClock
 from exactmaild.core.errors import EX_OK, EX_SOFTWARE, TemporaryFailure
 from exactmaild.core.log import Log
 from exactmaild.daemon import logs
@@ -45,8 +46,9 @@ from exactmaild.daemon.systemd import Notifier
 from exactmaild.outbox.levels import Snapshot
 from exactmaild.outbox.spool import Spool
 from exactmaild.receive.scheduler import CheckScheduler
-from exactmaild.send.sender import Clock, Sender, SystemClock, Transport
-from exactmaild.send.smtp import SmtpSender
+from exactmaild.send.sender import Sender
+from exactmaild.send.smtp import SmtpConnection
+from exactmaild.send.transport import Transport
 from exactmaild.store.state import StateStore
 
 # Seconds the SMTP adapter waits for the server at each step.
@@ -167,7 +169,7 @@ class Service:
 
     def _smtp_transport(self, cfg: Config) -> Transport:
         """The sender's SMTP connection, logging in with the daemon's token cache."""
-        return SmtpSender(
+        return SmtpConnection(
             cfg.outgoing, credentials_for(cfg.account, tokens=self.tokens), timeout=SMTP_TIMEOUT
         )
 

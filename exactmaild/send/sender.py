@@ -24,7 +24,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from exactmaild.auth.credentials import check_at_start, credentials_for
 from exactmaild.config.model import Config
 from exactmaild.core.clock import Clock, SystemClock
 from exactmaild.core.errors import (
@@ -39,13 +38,9 @@ from exactmaild.core.states import NEW
 from exactmaild.outbox import Outbox, Queued, Snapshot, Spool, is_storage_problem
 from exactmaild.send.jobs import Job, job_for, read_signature
 from exactmaild.send.outcomes import Outcomes, SendMetrics
-from exactmaild.send.smtp import SmtpConnection
 from exactmaild.send.transport import Transaction, Transport
 from exactmaild.send.waiter import Waiter
 from exactmaild.store.state import StateStore
-
-__all__ = ["IDLE_CLOSE_AFTER", "STORAGE_RETRY", "Clock", "SendMetrics", "Sender", "SystemClock"]
-__all__ += ["Transport"]
 
 # Keep the SMTP connection open while the next send is at most this far away.
 IDLE_CLOSE_AFTER = 10.0
@@ -62,19 +57,16 @@ class Sender:
         metrics: SendMetrics,
         log: Any,
         *,
+        transport_factory: Callable[[Config], Transport],
         clock: Clock | None = None,
-        transport_factory: Callable[[Config], Transport] | None = None,
     ) -> None:
         self.state = state
         self.spool = spool
         self.metrics = metrics
         self.log = log
         self.clock: Clock = clock or SystemClock()
-        if transport_factory is None:
-            # A secret file that other users can read, or that is missing, is
-            # refused now, at start (exit 78), not at the first send.
-            check_at_start(cfg.account)
-        self._transport_factory = transport_factory or _smtp_transport
+        # A new configuration's server or account gets a new transport.
+        self._transport_factory = transport_factory
         self._lock = threading.RLock()  # the main thread reads levels and swaps config
         self._cfg = cfg
         self.outbox = Outbox(
@@ -372,7 +364,3 @@ class Sender:
         self.transport.close()
         with contextlib.suppress(OSError, sqlite3.Error):
             self.state.put(pause_reason=reason, pause_until=str(self.pause.until))
-
-
-def _smtp_transport(cfg: Config) -> Transport:
-    return SmtpConnection(cfg.outgoing, credentials_for(cfg.account), timeout=60.0)
