@@ -61,7 +61,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     try:
         p = plan(args.daily_limit, hours, args.reserve)
     except ValueError as exc:
-        raise UsageError(str(exc)) from None
+        raise UsageError(f"plan: {exc}") from None
     print(f"daily limit {p.daily_limit}, reserve {p.reserve}, over {p.hours:g} h:")
     if p.per_minute >= 1:
         print(f"  {p.per_minute} email{'s' if p.per_minute != 1 else ''} a minute")

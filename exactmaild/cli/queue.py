@@ -153,7 +153,8 @@ def _cancel_or_retry(spool: Spool, qid: str, command: str, where: Path) -> int:
         entry = spool.find(qid)
         if entry is not None and entry.state == "active":
             raise NotAvailable(
-                f"{qid} is being sent right now and can no longer be stopped"
+                f"{qid} is being sent right now and can no longer be stopped; "
+                f"`exactmaild queue show {qid}` tells how it ends"
             ) from None
         what = "that could be cancelled" if command == "cancel" else "to retry"
         raise NotAvailable(

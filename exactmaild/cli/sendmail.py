@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from exactmaild.cli.paths import load_config
+from exactmaild.cli.queue import queue_message
 from exactmaild.cli.report import run_reporting
 from exactmaild.core.errors import EX_OK, TemporaryFailure, UsageError, from_os_error
 
@@ -70,8 +71,6 @@ def read_flags(argv: Sequence[str]) -> SendmailCall:
 
 def cmd_sendmail(argv: Sequence[str]) -> int:
     """Queue the message on stdin as sendmail `argv` asks; 0 once it is in the spool."""
-    from exactmaild.cli.queue import queue_message
-
     call = read_flags(argv)
     cfg = load_config(call.config)
     try:

@@ -223,16 +223,21 @@ def load(path: Path | str) -> Config:
         c.problem(0, "", "no such file (give another with -c/--config or $EXACTMAILD_CONFIG)")
         _raise(c)
     except IsADirectoryError:
-        c.problem(0, "", "is a directory, not a configuration file")
+        c.problem(0, "", "is a directory, not a configuration file: give the file with -c/--config")
         _raise(c)
     except PermissionError:
         c.problem(0, "", f"cannot be read by this user (uid {os.geteuid()}): check its permissions")
         _raise(c)
     except OSError as exc:
-        c.problem(0, "", f"cannot be read: {exc.strerror or exc}")
+        c.problem(0, "", f"cannot be read: {exc.strerror or exc}; check the file and its disk")
         _raise(c)
     if len(data) > MAX_CONFIG_BYTES:
-        c.problem(0, "", f"larger than {MAX_CONFIG_BYTES // 1024} KiB: not a configuration file")
+        c.problem(
+            0,
+            "",
+            f"larger than {MAX_CONFIG_BYTES // 1024} KiB: not a configuration file; "
+            "give the right file with -c/--config",
+        )
         _raise(c)
     try:
         text = data.decode("utf-8-sig")
