@@ -1,8 +1,8 @@
 """`exactmaild authorize`: obtain the first OAuth2 refresh token.
 
 The command's front: load the configuration, run the flow in
-`exactmaild.auth.authorize`, map its errors to exit codes. Also runnable as
-`python -m exactmaild.cli.authorize [-c CONFIG]`.
+`exactmaild.auth.authorize`, and say what went wrong in the terms of the
+error tree. Also runnable as `python -m exactmaild.cli.authorize [-c CONFIG]`.
 """
 
 from __future__ import annotations
@@ -10,34 +10,33 @@ from __future__ import annotations
 import argparse
 import sys
 
-from exactmaild.auth.authorize import AuthorizationFailed, authorize
-from exactmaild.cli.paths import config_path
-from exactmaild.config import load as configload
+from exactmaild.auth.authorize import authorize
+from exactmaild.cli.paths import config_path, load_config
+from exactmaild.cli.report import run_reporting
 from exactmaild.core.errors import (
-    EX_CONFIG,
     EX_OK,
-    EX_TEMPFAIL,
     AccountFailure,
     ConfigError,
-    ExactmailError,
+    Problem,
     TemporaryFailure,
 )
 
 
 def cmd_authorize(args: argparse.Namespace) -> int:
-    """`exactmaild authorize [-c CONFIG]` (wired into cli.py's parser)."""
-    cfg = configload.load(config_path(getattr(args, "config", None)))
+    """`exactmaild authorize [-c CONFIG]` (wired into exactmaild.cli.main's parser).
+
+    A refusal of the client or the scope is the configuration's fault, so it
+    is reported as a problem of the file's account.auth section (exit 78);
+    AuthorizationFailed (the user refused, the code expired) keeps its own code.
+    """
+    arg = getattr(args, "config", None)
+    cfg = load_config(arg)
     try:
         authorize(cfg.account)
-    except AuthorizationFailed as exc:
-        print(f"exactmaild: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except AccountFailure as exc:  # the provider refused the client or scope: fix the config
-        print(f"exactmaild: {exc}", file=sys.stderr)
-        return EX_CONFIG
+    except AccountFailure as exc:
+        raise ConfigError([Problem(str(config_path(arg)), 0, "account.auth", str(exc))]) from exc
     except TemporaryFailure as exc:
-        print(f"exactmaild: {exc}; try again", file=sys.stderr)
-        return EX_TEMPFAIL
+        raise TemporaryFailure(f"{exc}; try again") from exc
     return EX_OK
 
 
@@ -46,16 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="exactmaild authorize", description=__doc__)
     parser.add_argument("-c", "--config", help="config file")
     args = parser.parse_args(argv)
-    try:
-        return cmd_authorize(args)
-    except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
-        return exc.exit_code
-    except ExactmailError as exc:
-        print(f"exactmaild: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
+    return run_reporting(lambda: cmd_authorize(args))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The human summary of a valid configuration, printed by `exactmaild check-config`.
 
-Re-exported as `exactmaild.config.load.summary`.
+It lives with the command line rather than in exactmaild.config because it
+says where each secret will be read from, which is exactmaild.auth's business.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Loading the YAML configuration into the typed `exactmaild.config.model.Config`.
 
 This module is the public API: `load()` and `parse()`, the top-level walk of
-the document, and (re-exported) the unit parsers and `summary()`. Every rule
+the document, and (re-exported) the unit parsers. Every rule
 and default of the design's "Configuration (YAML)" section is reported all at
 once as `ConfigError` problems `FILE:LINE: key.path: what`, with "did you
 mean" suggestions for misspelt keys.
@@ -14,11 +14,15 @@ The work is shared with:
   located-node helpers (`Map`, `Checker`);
 - `exactmaild.config.schema`: the keys each section accepts, and the defaults;
 - `exactmaild.config.convert`: one node to one typed value;
-- `exactmaild.config.sections`: the account, server, schedule, receive and
-  send sections;
-- `exactmaild.config.providers`: the provider presets (microsoft365, google);
-- `exactmaild.cli.summary`: `summary()`, the text `exactmaild check-config`
-  prints.
+- `exactmaild.config.account`: the account (and auth), incoming and outgoing
+  sections;
+- `exactmaild.config.receiving`: the schedule and receive sections;
+- `exactmaild.config.sending`: the send section;
+- `exactmaild.config.providers`: the provider presets (microsoft365, google).
+
+The text `exactmaild check-config` prints for a valid file is
+`exactmaild.cli.summary`'s: it reads where each secret comes from, which is
+above this layer.
 
 It never opens a network connection and never reads a secret: that happens at
 use time in `exactmaild.auth.secrets`.
@@ -33,7 +37,7 @@ from typing import Literal, NoReturn, cast
 from yaml.nodes import MappingNode, Node
 
 from exactmaild.config import convert as conv
-from exactmaild.config import sections
+from exactmaild.config.account import account_section, server_section
 from exactmaild.config.model import (
     Config,
     Incoming,
@@ -41,6 +45,7 @@ from exactmaild.config.model import (
     MetricsConfig,
     SpoolConfig,
 )
+from exactmaild.config.receiving import receive_section, schedule_section
 from exactmaild.config.schema import (
     AUTH_KEYS,
     DEFAULT_METRICS_HOST,
@@ -55,6 +60,7 @@ from exactmaild.config.schema import (
     SPOOL_KEYS,
     TOP_KEYS,
 )
+from exactmaild.config.sending import send_section
 from exactmaild.config.values import (
     is_loopback,
     parse_duration,
@@ -111,17 +117,17 @@ def _build(c: Checker, root: Node) -> Config | None:
         return None
     top = c.mapping(root, "", TOP_KEYS, line=node_line(root))
     # `system_timezone` is looked up in this module's namespace at call time,
-    # so replacing `configload.system_timezone` (as the tests do) still works.
+    # so replacing `exactmaild.config.load.system_timezone` (as the tests do) still works.
     timezone = c.get(top, "timezone", conv.timezone, None) or system_timezone()
     state_dir = c.get(top, "state_dir", c.path, DEFAULT_STATE_DIR)
-    account = sections.account(c, top)
-    incoming = sections.server(c, top, "incoming", account.auth)
-    outgoing = sections.server(c, top, "outgoing", account.auth)
+    account = account_section(c, top)
+    incoming = server_section(c, top, "incoming", account.auth)
+    outgoing = server_section(c, top, "outgoing", account.auth)
     assert incoming is None or isinstance(incoming, Incoming)
     receiving = incoming is not None or not top.given("incoming")
-    schedule = sections.schedule(c, top, receiving)
-    receive = sections.receive(c, top, incoming, state_dir)
-    send = sections.send(c, top, schedule, incoming)
+    schedule = schedule_section(c, top, receiving)
+    receive = receive_section(c, top, incoming, state_dir)
+    send = send_section(c, top, schedule, incoming)
 
     spool_m = c.mapping(top.get("spool"), "spool", SPOOL_KEYS, line=top.line)
     spool_dir = c.get(spool_m, "dir", c.path, DEFAULT_SPOOL_DIR)
@@ -217,16 +223,21 @@ def load(path: Path | str) -> Config:
         c.problem(0, "", "no such file (give another with -c/--config or $EXACTMAILD_CONFIG)")
         _raise(c)
     except IsADirectoryError:
-        c.problem(0, "", "is a directory, not a configuration file")
+        c.problem(0, "", "is a directory, not a configuration file: give the file with -c/--config")
         _raise(c)
     except PermissionError:
         c.problem(0, "", f"cannot be read by this user (uid {os.geteuid()}): check its permissions")
         _raise(c)
     except OSError as exc:
-        c.problem(0, "", f"cannot be read: {exc.strerror or exc}")
+        c.problem(0, "", f"cannot be read: {exc.strerror or exc}; check the file and its disk")
         _raise(c)
     if len(data) > MAX_CONFIG_BYTES:
-        c.problem(0, "", f"larger than {MAX_CONFIG_BYTES // 1024} KiB: not a configuration file")
+        c.problem(
+            0,
+            "",
+            f"larger than {MAX_CONFIG_BYTES // 1024} KiB: not a configuration file; "
+            "give the right file with -c/--config",
+        )
         _raise(c)
     try:
         text = data.decode("utf-8-sig")

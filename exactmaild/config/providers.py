@@ -2,7 +2,7 @@
 
 With `account.auth.provider: microsoft365` or `google`, these fill in the
 token and device-authorization URLs, the scope, and the SMTP/IMAP/POP3 hosts
-and encryption that `exactmaild.config.sections` would otherwise require.
+and encryption that `exactmaild.config.account` would otherwise require.
 """
 
 from __future__ import annotations

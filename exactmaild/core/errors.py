@@ -1,29 +1,79 @@
-"""The error tree every layer raises and the command line maps to exit codes.
+"""The error tree every layer raises, and the exit code of each kind of error.
 
 Three kinds matter to a user: the configuration is wrong (fix the file),
 something failed for now (it will be retried), or something failed for good
-(a person must look). Exit codes follow sysexits.h.
+(a person must look). Each class carries its `exit_code`; the command line
+maps an error to its code through this tree and nowhere else, so every exit
+status exactmaild returns is one of the named constants below. They follow
+sysexits.h, which is also what sendmail's callers (PHP mail(), cron, mailx)
+expect.
+
+A message should say what was wrong, where (the file, host or path) and what
+to do about it: the user sees it as one line prefixed with "exactmaild: ".
 """
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
+from pathlib import Path
 
+__all__ = [
+    "EX_CANTCREAT",
+    "EX_CONFIG",
+    "EX_DATAERR",
+    "EX_INTERRUPTED",
+    "EX_IOERR",
+    "EX_NOINPUT",
+    "EX_NOPERM",
+    "EX_OK",
+    "EX_SOFTWARE",
+    "EX_TEMPFAIL",
+    "EX_UNAVAILABLE",
+    "EX_USAGE",
+    "AccountFailure",
+    "BadMessage",
+    "ConfigError",
+    "ExactmailError",
+    "LocalIOFailure",
+    "MissingFile",
+    "NoPermission",
+    "NotAvailable",
+    "PermanentFailure",
+    "Problem",
+    "TemporaryFailure",
+    "UnknownOutcome",
+    "UsageError",
+    "from_os_error",
+]
+
+# sysexits.h
 EX_OK = 0
-EX_USAGE = 64
-EX_DATAERR = 65
-EX_NOINPUT = 66
-EX_UNAVAILABLE = 69
-EX_SOFTWARE = 70
-EX_CANTCREAT = 73
-EX_TEMPFAIL = 75
-EX_CONFIG = 78
+EX_USAGE = 64  # the command line is wrong
+EX_DATAERR = 65  # the input (a message) is unusable
+EX_NOINPUT = 66  # an input file does not exist
+EX_UNAVAILABLE = 69  # a server, the daemon or a queued message is not there
+EX_SOFTWARE = 70  # a bug
+EX_CANTCREAT = 73  # an output file (the pidfile) cannot be created
+EX_IOERR = 74  # reading or writing a file failed
+EX_TEMPFAIL = 75  # try again later
+EX_NOPERM = 77  # not allowed: run as another user or fix the permissions
+EX_CONFIG = 78  # the configuration is wrong
+
+# Not sysexits.h: 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C.
+EX_INTERRUPTED = 130
 
 
 class ExactmailError(Exception):
     """Base of every error exactmaild raises on purpose."""
 
     exit_code = EX_SOFTWARE
+
+
+class UsageError(ExactmailError):
+    """The command line asks for something impossible (a bad option value, an unsupported flag)."""
+
+    exit_code = EX_USAGE
 
 
 @dataclass(frozen=True)
@@ -77,3 +127,64 @@ class BadMessage(PermanentFailure):
     """The message itself is unusable (empty, not RFC 5322, no recipients, too big)."""
 
     exit_code = EX_DATAERR
+
+
+class NotAvailable(ExactmailError):
+    """What the command works on is not there: the daemon is not running, no such queued message."""
+
+    exit_code = EX_UNAVAILABLE
+
+
+class LocalIOFailure(ExactmailError):
+    """Reading or writing a local file failed (disk full, read-only, a directory in the way).
+
+    Made from an OSError by `from_os_error`; `path` is the file concerned, if
+    the system said which.
+    """
+
+    exit_code = EX_IOERR
+
+    def __init__(self, message: str, path: Path | None = None) -> None:
+        self.path = path
+        super().__init__(message)
+
+
+class MissingFile(LocalIOFailure):
+    """A file or directory the command reads does not exist."""
+
+    exit_code = EX_NOINPUT
+
+
+class NoPermission(LocalIOFailure):
+    """This user may not read or write a file the command needs."""
+
+    exit_code = EX_NOPERM
+
+
+def from_os_error(exc: OSError, doing: str = "") -> LocalIOFailure:
+    """The error of the tree for `exc`, with the path and what to do in its message.
+
+    `doing` says what was being done ("cannot queue the message"), so the
+    line reads as a sentence: "exactmaild: cannot queue the message: PATH: ...".
+    """
+    path = Path(exc.filename) if isinstance(exc.filename, str) else None
+    where = f"{exc.filename}: " if exc.filename else ""
+    lead = f"{doing}: " if doing else ""
+    if isinstance(exc, FileNotFoundError):
+        return MissingFile(f"{lead}{where}not found: check the path (or the config)", path)
+    if isinstance(exc, PermissionError):
+        return NoPermission(
+            f"{lead}{where}permission denied: run as the exactmaild user or root, "
+            "or fix the file's owner and mode",
+            path,
+        )
+    what = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        todo = "free some space on that filesystem"
+    elif exc.errno in (errno.EISDIR, errno.ENOTDIR):
+        todo = "a directory is where a file should be (or the reverse): check the path"
+    elif exc.errno == errno.EROFS:
+        todo = "the filesystem is mounted read-only: remount it read-write"
+    else:
+        todo = "check the path, the disk and the filesystem"
+    return LocalIOFailure(f"{lead}{where}{what}: {todo}", path)

@@ -1,0 +1,163 @@
+"""The commands on the spool: `submit`, and `queue list|show|cancel|retry`.
+
+`queue_message` is the one way a message enters the spool from the command
+line; `submit` and the sendmail front (exactmaild.cli.sendmail) both use it.
+The spool, message and state modules are imported inside the functions so
+that starting the program stays cheap for the commands that do not need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from exactmaild.cli.paths import load_config
+from exactmaild.core.errors import EX_OK, BadMessage, NotAvailable, TemporaryFailure
+
+if TYPE_CHECKING:
+    from exactmaild.config.model import Config
+    from exactmaild.outbox.spool import Spool
+
+
+def _read_input(path: str | None) -> bytes:
+    if path and path != "-":
+        return Path(path).read_bytes()
+    return sys.stdin.buffer.read()
+
+
+def queue_message(
+    cfg: Config, raw: bytes, extra_rcpts: Sequence[str] = (), full_name: str | None = None
+) -> str:
+    """Validate and spool one message, returning its queue id.
+
+    `extra_rcpts` (recipients named on a command line) are added as Bcc;
+    `full_name` makes a From header when the message has none. Raises
+    BadMessage (exit 65) for an unusable message, TemporaryFailure (75) when
+    the spool is not set up yet.
+    """
+    from exactmaild.outbox.spool import Spool
+    from exactmaild.send import message
+
+    raw = raw.replace(b"\r\n", b"\n")
+    message.check_raw(raw, cfg.spool.max_message_size)
+    msg = message.parse(raw)
+    have = set(message.recipients(msg))
+    missing = [r for r in extra_rcpts if r not in have]
+    if missing:
+        # Recipients named on the command line travel as Bcc: they get the
+        # message, and the headers others see are unchanged.
+        head, sep, body = raw.partition(b"\n\n")
+        raw = head + b"\nBcc: " + ", ".join(missing).encode("ascii") + b"\n" + sep[1:] + body
+        msg = message.parse(raw)
+    if full_name and msg["from"] is None:
+        raw = f"From: {full_name} <{cfg.account.address}>\n".encode() + raw
+    if not message.recipients(message.parse(raw)):
+        raise BadMessage("the message has no recipient: it needs a To, Cc or Bcc header")
+    if not (cfg.spool.dir / "new").is_dir() or not (cfg.spool.dir / "tmp").is_dir():
+        raise TemporaryFailure(
+            f"the spool {cfg.spool.dir} is missing its tmp/ and new/ directories; "
+            "start the daemon once (it creates them) or check spool.dir"
+        )
+    spool = Spool(cfg.spool.dir, create=False)
+    return spool.submit(raw)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    qid = queue_message(cfg, _read_input(args.file))
+    print(qid)
+    return EX_OK
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    from exactmaild.outbox.spool import Spool
+
+    cfg = load_config(args.config)
+    spool = Spool(cfg.spool.dir, create=False)
+    if args.queue_command == "list":
+        return _list(cfg, spool, as_json=args.json)
+    if args.queue_command == "show":
+        return _show(spool, args.id, cfg.spool.dir)
+    return _cancel_or_retry(spool, args.id, args.queue_command, cfg.spool.dir)
+
+
+def _list(cfg: Config, spool: Spool, *, as_json: bool) -> int:
+    from exactmaild.outbox.spool import STATE_NAMES
+    from exactmaild.store.state import StateStore
+
+    infos: dict[str, Any] = {}
+    if (cfg.state_dir / "exactmaild.sqlite3").exists():
+        st = StateStore(cfg.state_dir, create=False)
+        infos = st.messages()
+        st.close()
+    rows: list[dict[str, Any]] = []
+    for e in spool.entries(("new", "active", "deferred", "hold", "failed")):
+        info = infos.get(e.queue_id)
+        rows.append(
+            {
+                "id": e.queue_id,
+                "state": STATE_NAMES[e.state],
+                "size": e.size,
+                "queued_at": e.mtime,
+                "tries": info.tries if info else 0,
+                "next_try": info.next_try if info else None,
+                "last_error": info.last_error if info else "",
+            }
+        )
+    if as_json:
+        print(json.dumps(rows, indent=1))
+        return EX_OK
+    if not rows:
+        print("the queue is empty")
+    for r in rows:
+        extra = f"  tries {r['tries']}: {r['last_error'][:60]}" if r["tries"] else ""
+        print(f"{r['id']}  {r['state']:<9} {r['size']:>9} B{extra}")
+    return EX_OK
+
+
+def _show(spool: Spool, qid: str, where: Path) -> int:
+    from exactmaild.outbox.spool import STATE_NAMES
+    from exactmaild.send import message
+
+    entry = spool.find(qid)
+    if entry is None:
+        raise NotAvailable(
+            f"no message {qid} in the spool {where}: `exactmaild queue list` shows the queue"
+        )
+    print(f"id: {qid}\nstate: {STATE_NAMES[entry.state]}\nsize: {entry.size} bytes")
+    if entry.path.is_file() and not entry.path.is_symlink():
+        headers = message.summary_headers(entry.path.read_bytes()[:65536])
+        for k, v in headers.items():
+            print(f"{k.lower()}: {v}")
+    reason = spool.reason(qid)
+    if reason:
+        print(f"reason: {reason.strip()}")
+    return EX_OK
+
+
+def _cancel_or_retry(spool: Spool, qid: str, command: str, where: Path) -> int:
+    from exactmaild.outbox.spool import STATE_NAMES
+
+    try:
+        if command == "cancel":
+            was = spool.cancel(qid)
+            print(f"{qid}: cancelled (was {STATE_NAMES[was]})")
+        else:
+            was = spool.retry(qid)
+            print(f"{qid}: queued again (was {STATE_NAMES[was]})")
+    except FileNotFoundError:
+        entry = spool.find(qid)
+        if entry is not None and entry.state == "active":
+            raise NotAvailable(
+                f"{qid} is being sent right now and can no longer be stopped; "
+                f"`exactmaild queue show {qid}` tells how it ends"
+            ) from None
+        what = "that could be cancelled" if command == "cancel" else "to retry"
+        raise NotAvailable(
+            f"no message {qid} {what} in the spool {where}: `exactmaild queue list` shows the queue"
+        ) from None
+    return EX_OK
