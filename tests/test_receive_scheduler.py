@@ -15,6 +15,7 @@ from exactmaild.config.model import Account, Auth
 from exactmaild.core.log import get_log
 from exactmaild.daemon.metrics import Metrics
 from exactmaild.receive.scheduler import CheckScheduler
+from exactmaild.store.facts import SentElsewhere
 from exactmaild.store.state import StateStore
 from tests.fixtures.dovecot import USER, Dovecot, build_config, free_port
 from tests.test_oauth import write_private
@@ -38,7 +39,7 @@ def test_checks_when_due_counts_results_and_keeps_facts(dovecot: Dovecot, tmp_pa
     metrics = Metrics()
     woken = threading.Event()
     external: list[tuple[float, int]] = []
-    state.put(sent_elsewhere="1000.0:4")  # what a previous run found in the Sent folder
+    state.set_sent_elsewhere(SentElsewhere(1000.0, 4))  # what a previous run found in Sent
     checks = CheckScheduler(
         cfg,
         state,

@@ -86,7 +86,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
 
 
 def _list(cfg: Config, spool: Spool, *, as_json: bool) -> int:
-    from exactmaild.outbox.spool import STATE_NAMES
+    from exactmaild.core.states import PUBLIC_NAME, REPORTED
     from exactmaild.store.state import StateStore
 
     infos: dict[str, Any] = {}
@@ -95,12 +95,12 @@ def _list(cfg: Config, spool: Spool, *, as_json: bool) -> int:
         infos = st.messages()
         st.close()
     rows: list[dict[str, Any]] = []
-    for e in spool.entries(("new", "active", "deferred", "hold", "failed")):
+    for e in spool.entries(REPORTED):
         info = infos.get(e.queue_id)
         rows.append(
             {
                 "id": e.queue_id,
-                "state": STATE_NAMES[e.state],
+                "state": PUBLIC_NAME[e.state],
                 "size": e.size,
                 "queued_at": e.mtime,
                 "tries": info.tries if info else 0,
@@ -120,7 +120,7 @@ def _list(cfg: Config, spool: Spool, *, as_json: bool) -> int:
 
 
 def _show(spool: Spool, qid: str, where: Path) -> int:
-    from exactmaild.outbox.spool import STATE_NAMES
+    from exactmaild.core.states import PUBLIC_NAME
     from exactmaild.send import message
 
     entry = spool.find(qid)
@@ -128,7 +128,7 @@ def _show(spool: Spool, qid: str, where: Path) -> int:
         raise NotAvailable(
             f"no message {qid} in the spool {where}: `exactmaild queue list` shows the queue"
         )
-    print(f"id: {qid}\nstate: {STATE_NAMES[entry.state]}\nsize: {entry.size} bytes")
+    print(f"id: {qid}\nstate: {PUBLIC_NAME[entry.state]}\nsize: {entry.size} bytes")
     if entry.path.is_file() and not entry.path.is_symlink():
         headers = message.summary_headers(entry.path.read_bytes()[:65536])
         for k, v in headers.items():
@@ -140,15 +140,15 @@ def _show(spool: Spool, qid: str, where: Path) -> int:
 
 
 def _cancel_or_retry(spool: Spool, qid: str, command: str, where: Path) -> int:
-    from exactmaild.outbox.spool import STATE_NAMES
+    from exactmaild.core.states import PUBLIC_NAME
 
     try:
         if command == "cancel":
             was = spool.cancel(qid)
-            print(f"{qid}: cancelled (was {STATE_NAMES[was]})")
+            print(f"{qid}: cancelled (was {PUBLIC_NAME[was]})")
         else:
             was = spool.retry(qid)
-            print(f"{qid}: queued again (was {STATE_NAMES[was]})")
+            print(f"{qid}: queued again (was {PUBLIC_NAME[was]})")
     except FileNotFoundError:
         entry = spool.find(qid)
         if entry is not None and entry.state == "active":

@@ -28,18 +28,19 @@ def collect(cfg: Config, now: float | None = None) -> dict[str, Any]:
     tz = ZoneInfo(cfg.timezone)
     ledger = Ledger(cfg.send.limit_window, tz, cfg.send.allowance)
     meta: dict[str, str] = {}
+    counted_elsewhere = None
     if (cfg.state_dir / DB_NAME).exists():
         st = StateStore(cfg.state_dir, create=False)
         try:
             for when, units in st.counted_sends(now - 2 * 86400):
                 ledger.record(when, units)
             meta = st.get_all()
+            counted_elsewhere = st.sent_elsewhere()
         finally:
             st.close()
     elsewhere = 0
-    if "sent_elsewhere" in meta:
-        start_s, _, n = meta["sent_elsewhere"].partition(":")
-        ledger.set_external(float(start_s), int(n))
+    if counted_elsewhere is not None:
+        ledger.set_external(counted_elsewhere.window_start, counted_elsewhere.units)
         elsewhere = ledger.external_used(now)
     queue: dict[str, int] = {}
     oldest = None

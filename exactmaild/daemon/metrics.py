@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 
 from exactmaild import __version__
 from exactmaild.auth.oauth import TokenCache
+from exactmaild.core.states import PUBLIC_NAME, REPORTED
 from exactmaild.outbox.levels import Snapshot
 
 
@@ -62,7 +63,7 @@ class _LevelCollector(Collector):
         q = GaugeMetricFamily(
             "exactmaild_queue_messages", "Spool depth by state.", labels=["state"]
         )
-        for state in ("queued", "active", "deferred", "hold", "failed"):
+        for state in (PUBLIC_NAME[s] for s in REPORTED):
             q.add_metric([state], s.queue.get(state, 0))
         yield q
         yield gauge(

@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
+from exactmaild.core.log import Log
 from exactmaild.core.states import DEFERRED, FAILED, HOLD, State
 from exactmaild.store.state import MessageInfo
 
@@ -93,7 +94,7 @@ class Queued:
 class Claim:
     """One message claimed for sending: what the sender does to it, step by step."""
 
-    def __init__(self, outbox: Owner, queued: Queued, log: Any) -> None:
+    def __init__(self, outbox: Owner, queued: Queued, log: Log) -> None:
         self._outbox = outbox
         self.name = queued.name
         self.src = queued.src

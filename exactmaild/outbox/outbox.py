@@ -33,12 +33,12 @@ import errno
 import sqlite3
 import threading
 from collections.abc import Iterable
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from exactmaild.config.model import Send
 from exactmaild.core.clock import Clock
 from exactmaild.core.limits import DAY, Ledger
+from exactmaild.core.log import Log
 from exactmaild.core.states import ACTIVE, DEFERRED, FAILED, NEW, State
 from exactmaild.outbox.claim import Claim, Phase, Queued, Settlement
 from exactmaild.outbox.index import QueueIndex
@@ -64,7 +64,7 @@ class Outbox:
         *,
         send: Send,
         timezone: str,
-        log: Any,
+        log: Log,
         clock: Clock,
         lock: threading.RLock | None = None,
     ) -> None:
@@ -228,7 +228,7 @@ class Outbox:
         self.store.forget_message(q.name)
         self.log.error("message_failed", queue_id=q.name, reason=reason)
 
-    def claim(self, q: Queued, log: Any) -> Claim | None:
+    def claim(self, q: Queued, log: Log) -> Claim | None:
         """Take a message for sending (a rename into active/): None if it was
         cancelled or moved meanwhile."""
         self._index.discard(q.name, q.src)

@@ -28,12 +28,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from exactmaild.core.states import CANCELLABLE, NEW, PUBLIC_NAME, RETRYABLE, STATES, TMP, State
+from exactmaild.core.states import CANCELLABLE, NEW, RETRYABLE, STATES, TMP, State
 from exactmaild.store.durable import fsync_dir as _fsync_dir
 from exactmaild.store.durable import write_new
 
 DIRS = (TMP, *STATES)
-STATE_NAMES = PUBLIC_NAME  # the public names, for the listing commands
 REASON_SUFFIX = ".reason"
 # A dot-file: producers' and the daemon's scans never take it for a message.
 _PROBE_NAME = ".exactmaild-storage-probe"

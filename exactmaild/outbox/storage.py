@@ -13,8 +13,8 @@ import contextlib
 import errno
 import sqlite3
 from collections.abc import Callable
-from typing import Any
 
+from exactmaild.core.log import Log
 from exactmaild.outbox.claim import Claim, Settlement
 from exactmaild.outbox.spool import Spool
 from exactmaild.store.state import StateStore
@@ -33,7 +33,7 @@ def is_storage_problem(exc: BaseException) -> bool:
 class StorageTrouble:
     """The current storage problem, if any, and the settlements it left undone."""
 
-    def __init__(self, spool: Spool, store: StateStore, log: Any) -> None:
+    def __init__(self, spool: Spool, store: StateStore, log: Log) -> None:
         self._spool = spool
         self._store = store
         self._log = log

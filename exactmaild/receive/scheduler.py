@@ -28,7 +28,7 @@ import math
 import sqlite3
 import threading
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from exactmaild.auth.credentials import credentials_for
@@ -39,6 +39,7 @@ from exactmaild.core.limits import window_bounds
 from exactmaild.core.log import Log
 from exactmaild.core.schedule import next_check
 from exactmaild.receive.receiver import CheckResult, Receiver
+from exactmaild.store.facts import SentElsewhere
 from exactmaild.store.state import StateStore
 
 # How long `stop()` waits for a running check before the process goes on exiting
@@ -115,10 +116,9 @@ class CheckScheduler:
 
     def resume(self) -> None:
         """At the daemon's start: what the last run found in the Sent folder counts again."""
-        elsewhere = self.state.get("sent_elsewhere")
-        if elsewhere:
-            start_s, _, units = elsewhere.partition(":")
-            self._set_external(float(start_s), int(units))
+        elsewhere = self.state.sent_elsewhere()
+        if elsewhere is not None:
+            self._set_external(elsewhere.window_start, elsewhere.units)
 
     def start(self, now: float) -> None:
         """At the daemon's start: the first check (the caller writes `due_text()`
@@ -215,17 +215,23 @@ class CheckScheduler:
                 start = window[0]
                 self._set_external(start, result.sent_elsewhere)
                 # Kept in the state so a restart (and `status`) still counts it.
-                self._note(sent_elsewhere=f"{start}:{result.sent_elsewhere}")
+                self._write(
+                    self.state.set_sent_elsewhere, SentElsewhere(start, result.sent_elsewhere)
+                )
             if result.delivered:
                 self.log.info("received", delivered=result.delivered)
         self._window = None
         self._note(next_check=self.due_text())
 
     def _note(self, **facts: str | None) -> None:
-        """Record facts for `status`; a state store that cannot take them (disk
-        full) must not stop the loop: the log, the metric and STATUS= still tell."""
+        """Record facts for `status`."""
+        self._write(self.state.put, **facts)
+
+    def _write(self, write: Callable[..., None], *args: Any, **facts: Any) -> None:
+        """A state store that cannot take a fact (disk full) must not stop the
+        loop: the log, the metric and STATUS= still tell."""
         try:
-            self.state.put(**facts)
+            write(*args, **facts)
         except (OSError, sqlite3.Error) as exc:
             if not self._note_failed:
                 self.log.error("state_write_failed", error=str(exc), facts=sorted(facts))

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import re
 import socket
-from typing import Any
 
 from exactmaild.config.model import Config
+from exactmaild.core.log import Log
 from exactmaild.outbox import Claim, Outbox
 from exactmaild.send import dsn
 from exactmaild.send import message as msgmod
@@ -56,7 +56,7 @@ def deliver_notice(
     raw: bytes,
     failures: list[dsn.Failure],
     delivered_to: tuple[str, ...],
-    log: Any,
+    log: Log,
     now: float,
 ) -> None:
     """Deliver an RFC 3464 notice into receive.maildir: never sent, never counted."""
@@ -93,7 +93,7 @@ def notify_failed(
     outbox: Outbox,
     claim: Claim,
     failures: list[dsn.Failure] | None,
-    log: Any,
+    log: Log,
     now: float,
     *,
     error: str = "",

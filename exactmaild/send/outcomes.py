@@ -17,11 +17,12 @@ and gives the message back (`Claim.give_back()`).
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
 from exactmaild.config.model import Config
 from exactmaild.core.clock import Clock
 from exactmaild.core.errors import PermanentFailure, UnknownOutcome
+from exactmaild.core.log import Log
 from exactmaild.core.pacing import format_seconds
 from exactmaild.core.retry import given_up, retry_interval
 from exactmaild.outbox import Claim, Outbox
@@ -60,7 +61,7 @@ class Outcomes:
         self._metrics.send_failures.labels(kind).inc()
 
     def accepted(
-        self, cfg: Config, claim: Claim, p: Prepared, result: SendResult, now: float, log: Any
+        self, cfg: Config, claim: Claim, p: Prepared, result: SendResult, now: float, log: Log
     ) -> None:
         refused, deferred, accepted = result.refused, result.deferred, result.accepted
         self._metrics.sent.inc()
@@ -89,7 +90,7 @@ class Outcomes:
         self._retry(cfg, claim, "sent", error, now, log, done=done, reply=result.reply)
         log.info("sent_partially", accepted=len(accepted), deferred=len(deferred))
 
-    def temporary(self, cfg: Config, claim: Claim, exc: Exception, now: float, log: Any) -> None:
+    def temporary(self, cfg: Config, claim: Claim, exc: Exception, now: float, log: Log) -> None:
         """A 4xx, a lost connection before the dot, or (after it) an unknown outcome."""
         error = str(exc)
         self._failed("transient")
@@ -102,7 +103,7 @@ class Outcomes:
             self._retry(cfg, claim, "unknown", error, now, log)
 
     def permanent(
-        self, cfg: Config, claim: Claim, exc: PermanentFailure, p: Prepared, log: Any
+        self, cfg: Config, claim: Claim, exc: PermanentFailure, p: Prepared, log: Log
     ) -> None:
         error = str(exc)
         self._failed("permanent")
@@ -118,7 +119,7 @@ class Outcomes:
         status: AttemptStatus,
         error: str,
         now: float,
-        log: Any,
+        log: Log,
         *,
         done: tuple[str, ...] | None = None,
         reply: str = "",

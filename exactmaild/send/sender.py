@@ -22,7 +22,6 @@ import math
 import sqlite3
 import threading
 from collections.abc import Callable
-from typing import Any
 
 from exactmaild.config.model import Config
 from exactmaild.core.clock import Clock, SystemClock
@@ -32,6 +31,7 @@ from exactmaild.core.errors import (
     PermanentFailure,
     TemporaryFailure,
 )
+from exactmaild.core.log import Log
 from exactmaild.core.pause import AccountPause
 from exactmaild.core.schedule import next_send_time
 from exactmaild.core.states import NEW
@@ -55,7 +55,7 @@ class Sender:
         state: StateStore,
         spool: Spool,
         metrics: SendMetrics,
-        log: Any,
+        log: Log,
         *,
         transport_factory: Callable[[Config], Transport],
         clock: Clock | None = None,

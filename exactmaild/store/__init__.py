@@ -23,12 +23,14 @@ from exactmaild.store.durable import fsync_dir, write_new
 
 if TYPE_CHECKING:
     from exactmaild.store import maildir
+    from exactmaild.store.facts import SentElsewhere
     from exactmaild.store.state import DB_NAME, Attempt, MessageInfo, StateStore
 
 __all__ = [
     "DB_NAME",
     "Attempt",
     "MessageInfo",
+    "SentElsewhere",
     "StateStore",
     "fsync_dir",
     "maildir",
@@ -40,6 +42,7 @@ _LAZY = {
     "DB_NAME": "exactmaild.store.state",
     "Attempt": "exactmaild.store.state",
     "MessageInfo": "exactmaild.store.state",
+    "SentElsewhere": "exactmaild.store.facts",
     "StateStore": "exactmaild.store.state",
 }
 

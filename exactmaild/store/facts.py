@@ -7,7 +7,21 @@ time in one commit.
 
 from __future__ import annotations
 
+import contextlib
+from dataclasses import dataclass
+
 from exactmaild.store.db import Database
+
+_SENT_ELSEWHERE = "sent_elsewhere"
+
+
+@dataclass(frozen=True)
+class SentElsewhere:
+    """Mail the account sent elsewhere (webmail, phones), found in the Sent
+    folder: `units` in the limit window that began at `window_start`."""
+
+    window_start: float
+    units: int
 
 
 class Facts(Database):
@@ -34,3 +48,17 @@ class Facts(Database):
                         " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                         (key, value),
                     )
+
+    def sent_elsewhere(self) -> SentElsewhere | None:
+        """The last count of the Sent folder, if there is one (and it reads)."""
+        value = self.get(_SENT_ELSEWHERE)
+        if value is None:
+            return None
+        start, _, units = value.partition(":")
+        with contextlib.suppress(ValueError):
+            return SentElsewhere(float(start), int(units))
+        return None
+
+    def set_sent_elsewhere(self, count: SentElsewhere) -> None:
+        """Keep the count, so a restart (and `status`) still charges it."""
+        self.put(**{_SENT_ELSEWHERE: f"{count.window_start!r}:{count.units}"})
