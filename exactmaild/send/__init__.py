@@ -7,8 +7,9 @@ call, and must not pay for smtplib, ssl and inotify to get it.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from exactmaild.core.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from exactmaild.send.message import Prepared, prepare
@@ -35,8 +36,4 @@ __all__ = [
     "prepare",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+__getattr__ = lazy_attributes(__name__, _WHERE)

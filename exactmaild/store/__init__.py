@@ -16,9 +16,9 @@ only the durable writes, not SQLite.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from exactmaild.core.lazy import lazy_attributes
 from exactmaild.store.durable import fsync_dir, write_new
 
 if TYPE_CHECKING:
@@ -38,18 +38,14 @@ __all__ = [
 ]
 
 # Where each name not imported above lives (PEP 562 lazy attributes).
-_LAZY = {
-    "DB_NAME": "exactmaild.store.state",
-    "Attempt": "exactmaild.store.state",
-    "MessageInfo": "exactmaild.store.state",
-    "SentElsewhere": "exactmaild.store.facts",
-    "StateStore": "exactmaild.store.state",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name == "maildir":
-        return importlib.import_module("exactmaild.store.maildir")
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(
+    __name__,
+    {
+        "DB_NAME": "state",
+        "Attempt": "state",
+        "MessageInfo": "state",
+        "SentElsewhere": "facts",
+        "StateStore": "state",
+        "maildir": "maildir",
+    },
+)

@@ -18,19 +18,14 @@ Message-ID with an already delivered one is skipped, the accepted price.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import hashlib
 import imaplib
 import re
 import ssl
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from email.policy import compat32
-from email.utils import parsedate_to_datetime
-from typing import Any
 
 from exactmaild.receive.mailbox import (
     Deliver,
@@ -41,6 +36,16 @@ from exactmaild.receive.mailbox import (
     xoauth2,
 )
 from exactmaild.receive.mailbox.common import Adapter, OwnSocket
+from exactmaild.receive.mailbox.imapdata import (
+    fingerprint,
+    header_time,
+    imap_date,
+    ints,
+    last_int,
+    norm_mid,
+    quote_mailbox,
+    uid_set,
+)
 
 # Errors a server or the network can cause while talking IMAP.
 _WIRE_ERRORS = (OSError, EOFError, imaplib.IMAP4.error, ValueError)
@@ -163,15 +168,15 @@ class IMAPMailbox(Adapter[_IMAP4]):
                 f"cannot open folder {folder!r} ({reason}): check the folder name; "
                 f"this account has: {', '.join(self.list_folders()) or '(none listed)'}",
             )
-        uidvalidity = _last_int(imap.untagged_responses.get("UIDVALIDITY"))
+        uidvalidity = last_int(imap.untagged_responses.get("UIDVALIDITY"))
         if uidvalidity is None:
             uidvalidity = self._status_int(folder, "UIDVALIDITY")
         if uidvalidity is None:
             raise MailboxFailure("folder", f"the server reports no UIDVALIDITY for {folder!r}")
         return FolderInfo(
             uidvalidity=uidvalidity,
-            uidnext=_last_int(imap.untagged_responses.get("UIDNEXT")),
-            exists=_last_int(data) or 0,
+            uidnext=last_int(imap.untagged_responses.get("UIDNEXT")),
+            exists=last_int(data) or 0,
         )
 
     def _status_int(self, folder: str, item: str) -> int | None:
@@ -239,7 +244,7 @@ class IMAPMailbox(Adapter[_IMAP4]):
         if typ != "OK":
             raise MailboxFailure("fetch", f"UID SEARCH refused: {data!r}")
         # "N:*" always matches the highest UID, even one below N: filter.
-        return sorted(u for u in _ints(data) if u > last)
+        return sorted(u for u in ints(data) if u > last)
 
     def _fetch(self, uid: int) -> bytes | None:
         try:
@@ -299,7 +304,7 @@ class IMAPMailbox(Adapter[_IMAP4]):
         if not uids:
             return {}
         try:
-            typ, data = self._conn().uid("FETCH", _uid_set(uids), f"(UID INTERNALDATE {item})")
+            typ, data = self._conn().uid("FETCH", uid_set(uids), f"(UID INTERNALDATE {item})")
         except _WIRE_ERRORS as exc:
             raise MailboxFailure("fetch", f"fetching headers failed ({describe(exc)})") from exc
         if typ != "OK":
@@ -330,125 +335,29 @@ class IMAPMailbox(Adapter[_IMAP4]):
         self.select(folder)
         day = dt.datetime.fromtimestamp(since, dt.UTC).date() - dt.timedelta(days=1)
         try:
-            typ, data = self._conn().uid("SEARCH", "SINCE", _imap_date(day))
+            typ, data = self._conn().uid("SEARCH", "SINCE", imap_date(day))
         except _WIRE_ERRORS as exc:
             raise MailboxFailure(
                 "folder", f"searching {folder!r} failed ({describe(exc)})"
             ) from exc
         if typ != "OK":
             raise MailboxFailure("folder", f"searching {folder!r} refused: {data!r}")
-        uids = sorted(_ints(data))
-        ours = {_norm_mid(m) for m in exclude_message_ids}
+        uids = sorted(ints(data))
+        ours = {norm_mid(m) for m in exclude_message_ids}
         count = 0
         for start in range(0, len(uids), _HEADER_BATCH):
             batch = uids[start : start + _HEADER_BATCH]
             item = "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID DATE)]"
             for head, line in self._headers(batch, item, "BODY[HEADER.FIELDS").values():
                 msg = BytesHeaderParser(policy=compat32).parsebytes(head)
-                when = _header_time(msg.get("Date")) or _internaldate(line)
+                when = header_time(msg.get("Date")) or _internaldate(line)
                 if when is None or not since <= when < until:
                     continue
                 mid = msg.get("Message-ID")
-                if mid is not None and _norm_mid(str(mid)) in ours:
+                if mid is not None and norm_mid(str(mid)) in ours:
                     continue
                 count += 1
         return count
-
-
-# -- helpers ------------------------------------------------------------------------
-
-
-def fingerprint(data: bytes) -> str:
-    """What identifies a message across a folder rebuild: its Message-ID, or its header hash.
-
-    Works on a whole message and on its header block alike (the header is
-    everything before the first empty line), so a header-only fetch and a
-    full fetch of the same message give the same fingerprint.
-    """
-    text = data.replace(b"\r\n", b"\n")
-    head = text.split(b"\n\n", 1)[0].strip(b"\n")
-    mid = BytesHeaderParser(policy=compat32).parsebytes(head + b"\n\n").get("Message-ID")
-    if mid is not None and str(mid).strip():
-        return "mid:" + " ".join(str(mid).split())
-    return "sha256:" + hashlib.sha256(head).hexdigest()
-
-
-def quote_mailbox(name: str) -> str:
-    """A folder name as an IMAP quoted string, in modified UTF-7 (RFC 3501 5.1.3)."""
-    out: list[str] = []
-    pending: list[str] = []
-
-    def flush() -> None:
-        if pending:
-            raw = "".join(pending).encode("utf-16-be")
-            out.append("&" + base64.b64encode(raw).decode().rstrip("=").replace("/", ",") + "-")
-            pending.clear()
-
-    for ch in name:
-        if 0x20 <= ord(ch) <= 0x7E:
-            flush()
-            out.append("&-" if ch == "&" else ch)
-        else:
-            pending.append(ch)
-    flush()
-    encoded = "".join(out).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{encoded}"'
-
-
-def _ints(data: Iterable[object]) -> list[int]:
-    out: list[int] = []
-    for item in data:
-        if isinstance(item, bytes):
-            out.extend(int(x) for x in item.split() if x.isdigit())
-    return out
-
-
-def _last_int(data: list[Any] | None) -> int | None:
-    if not data:
-        return None
-    value = data[-1]
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _uid_set(uids: list[int]) -> str:
-    """A compact UID set: 1:5,8,10:12."""
-    parts: list[str] = []
-    start = prev = uids[0]
-    for u in uids[1:]:
-        if u == prev + 1:
-            prev = u
-            continue
-        parts.append(f"{start}:{prev}" if prev != start else str(start))
-        start = prev = u
-    parts.append(f"{start}:{prev}" if prev != start else str(start))
-    return ",".join(parts)
-
-
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-
-
-def _imap_date(day: dt.date) -> str:
-    # Not strftime("%b"): the month names must be English whatever the locale.
-    return f"{day.day}-{_MONTHS[day.month - 1]}-{day.year}"
-
-
-def _norm_mid(mid: str) -> str:
-    return mid.strip().strip("<>").strip()
-
-
-def _header_time(value: object) -> float | None:
-    if value is None:
-        return None
-    try:
-        when = parsedate_to_datetime(str(value))
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:  # "-0000": the time is UTC, the zone unknown
-        when = when.replace(tzinfo=dt.UTC)
-    return when.timestamp()
 
 
 def _internaldate(line: bytes) -> float | None:
