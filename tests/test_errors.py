@@ -41,7 +41,7 @@ from exactmaild.core.errors import (
     from_os_error,
 )
 from exactmaild.daemon.detach import PidFileError, PidFileLocked
-from exactmaild.daemon.service import AlreadyRunning
+from exactmaild.daemon.control import AlreadyRunning
 from exactmaild.receive.mailbox import LoginFailure, MailboxFailure
 from exactmaild.receive.receiver import DeliveryFailure
 from tests.fixtures.smtp import SmtpServer
