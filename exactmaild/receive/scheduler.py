@@ -35,6 +35,7 @@ from exactmaild.auth.credentials import credentials_for
 from exactmaild.auth.oauth import TokenCache
 from exactmaild.auth.tls import TlsContexts
 from exactmaild.config.model import Config
+from exactmaild.core.counters import Counter, Labelled
 from exactmaild.core.limits import window_bounds
 from exactmaild.core.log import Log
 from exactmaild.core.schedule import next_check
@@ -47,22 +48,14 @@ from exactmaild.store.state import StateStore
 STOP_WAIT = 5.0
 
 
-class _Counter(Protocol):
-    def inc(self, amount: float = 1) -> None: ...
-
-
-class _Labelled(Protocol):
-    def labels(self, *values: str) -> _Counter: ...
-
-
 class CheckMetrics(Protocol):
     """The counters a check's result moves (`exactmaild.daemon.metrics.Metrics` has them)."""
 
     @property
-    def received(self) -> _Counter: ...
+    def received(self) -> Counter: ...
 
     @property
-    def receive_checks(self) -> _Labelled: ...
+    def receive_checks(self) -> Labelled: ...
 
 
 # The sender's `set_external(window_start, units)`: mail sent elsewhere in a window.

@@ -21,6 +21,7 @@ from typing import Protocol
 
 from exactmaild.config.model import Config
 from exactmaild.core.clock import Clock
+from exactmaild.core.counters import Counter, Labelled
 from exactmaild.core.errors import PermanentFailure, UnknownOutcome
 from exactmaild.core.log import Log
 from exactmaild.core.pacing import format_seconds
@@ -32,21 +33,13 @@ from exactmaild.send.message import Prepared
 from exactmaild.send.transport import SendResult
 
 
-class _Counter(Protocol):
-    def inc(self, amount: float = 1) -> None: ...
-
-
-class _Labelled(Protocol):
-    def labels(self, *values: str) -> _Counter: ...
-
-
 class SendMetrics(Protocol):
     """The counters sending moves (daemon.metrics.Metrics has them)."""
 
     @property
-    def sent(self) -> _Counter: ...
+    def sent(self) -> Counter: ...
     @property
-    def send_failures(self) -> _Labelled: ...
+    def send_failures(self) -> Labelled: ...
 
 
 class Outcomes:
