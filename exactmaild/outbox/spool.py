@@ -144,6 +144,11 @@ class Spool:
         """When the file last changed (a queued message: when it was queued)."""
         return os.lstat(os.path.join(self._paths[state], name)).st_mtime
 
+    def owner(self, state: str, name: str) -> tuple[int, float]:
+        """(uid, mtime) of a message's file: who queued it, and when."""
+        st = os.lstat(os.path.join(self._paths[state], name))
+        return st.st_uid, st.st_mtime
+
     def is_regular(self, state: str, name: str) -> bool:
         try:
             return stat.S_ISREG(os.lstat(os.path.join(self._paths[state], name)).st_mode)
