@@ -12,8 +12,8 @@ Like Mailman's switchboard, the queue's operations are its lifecycle:
 - `settle()` and `tidy()` finish what the overlap leaves waiting.
 
 It owns the spool renames (through `Spool`), the state store's rows of a
-send, the queue index in memory and the limit ledger: callers never build a
-path, and nothing else writes a message's state.
+send and its history record (`record`), the queue index and the ledger:
+callers never build a path, and nothing else writes a message's state.
 
 **The overlap.** A send the server accepted is recorded in the same synced
 commit that reserves the next one (`Claim.reserve()`), and that commit runs
@@ -45,6 +45,7 @@ from exactmaild.outbox.index import QueueIndex
 from exactmaild.outbox.levels import Snapshot, measure
 from exactmaild.outbox.record import Recorder
 from exactmaild.outbox.recovery import settle_active
+from exactmaild.outbox.requests import Requests
 from exactmaild.outbox.spool import Spool, valid_name
 from exactmaild.outbox.storage import StorageTrouble, is_storage_problem
 from exactmaild.store.state import StateStore
@@ -53,8 +54,6 @@ from exactmaild.store.state import StateStore
 # count and crash recovery look back two days at most.
 ATTEMPTS_KEPT = 7 * DAY
 PRUNE_EVERY = 3600.0
-# `history_days`'s default: how long finished messages stay in the history.
-HISTORY_DAYS = 30
 
 
 class Outbox:
@@ -68,7 +67,7 @@ class Outbox:
         log: Log,
         clock: Clock,
         lock: threading.RLock | None = None,
-        history_days: int = HISTORY_DAYS,
+        history_days: int = 30,  # how long `history` keeps a finished message
     ) -> None:
         self.spool = spool
         self.store = store
@@ -83,6 +82,7 @@ class Outbox:
         self._unremoved: Claim | None = None  # recorded; its file waits
         self._trouble = StorageTrouble(spool, store, log)
         self._records = Recorder(spool, store, log, clock)
+        self.requests = Requests()  # the operator's, applied on the sender's thread
         self._next_prune = 0.0
         self.history_days = history_days  # a reload sets it
 
@@ -137,8 +137,7 @@ class Outbox:
             self.ledger.prune(now - DAY)
         try:
             self.store.prune_attempts(now - ATTEMPTS_KEPT)
-            gone = self.store.prune_history(now - self.history_days * DAY)
-            if gone:
+            if gone := self.store.prune_history(now - self.history_days * DAY):
                 self.log.info("history_pruned", records=gone, history_days=self.history_days)
         except (OSError, sqlite3.Error) as exc:
             if not is_storage_problem(exc):
@@ -173,6 +172,7 @@ class Outbox:
 
     def next_due(self, now: float, max_size: int) -> Queued | None:
         """The message to send next, read (at most max_size + 1 bytes), or None."""
+        self.requests.apply(self._index, self.spool, self.store, now, self.log)
         while (first := self._index.first(now)) is not None:
             name, src = first
             if not self.spool.is_regular(src, name):
@@ -193,6 +193,7 @@ class Outbox:
 
     def still_next(self, q: Queued, now: float) -> bool:
         """Whether a message read earlier is still the one to send next."""
+        self.requests.apply(self._index, self.spool, self.store, now, self.log)
         return self._index.is_first(q.name, q.src, now) and self.spool.is_regular(q.src, q.name)
 
     def _skip(self, name: str, src: State) -> None:
