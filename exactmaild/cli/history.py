@@ -120,7 +120,7 @@ def record_json(rec: Finished, tz: ZoneInfo) -> dict[str, Any]:
 
 def render_record(rec: Finished, tz: ZoneInfo) -> list[str]:
     """A finished message as a few lines: when and how it ended, then each recipient."""
-    who = f", queued by {rec.user}" if rec.user else ""
+    who = f" by {rec.user}" if rec.user else ""
     tries = f"{rec.tries} {'try' if rec.tries == 1 else 'tries'}"
     lines = [
         f"{local(rec.at, tz)}  {rec.result.upper()}  {rec.queue_id}",
@@ -172,6 +172,8 @@ def cmd_history(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     tz = ZoneInfo(cfg.timezone)
     since = parse_since(args.since, tz, time.time()) if args.since else None
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit {args.limit}: give how many of the latest to show, at least 1")
     with reading_store(cfg) as st:
         found = records(st, since=since, to=args.to, limit=args.limit) if st else []
         waiting = _still_queued(cfg, st, args.to) if args.to else []
@@ -195,8 +197,8 @@ def cmd_history(args: argparse.Namespace) -> int:
             f"STILL {w['state'].upper()}  {w['queue_id']}  queued {local(w['queued_at'], tz)}; "
             f"{w['tries']} failed tries{retry}{error}"
         )
-    for rec in found:
-        print("\n".join(render_record(rec, tz)))
+    for n, rec in enumerate(found):
+        print(("\n" if n or waiting else "") + "\n".join(render_record(rec, tz)))
     if not found and not waiting:
         to = f" to {args.to}" if args.to else ""
         when = f" since {local(since, tz)}" if since is not None else ""
