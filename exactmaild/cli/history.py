@@ -86,6 +86,11 @@ def reading_store(cfg: Config) -> Iterator[StateStore | None]:
         ) from None
     try:
         yield st
+    except sqlite3.Error as exc:
+        raise NotAvailable(
+            f"cannot read the state store in {cfg.state_dir}: {exc} "
+            "(run as root, or as a member of the daemon's group)"
+        ) from None
     finally:
         st.close()
 

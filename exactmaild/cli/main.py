@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="list|show|cancel|hold|release|retry|send-now",
         required=True,
     )
-    ql = qs.add_parser("list", parents=[common])
+    ql = qs.add_parser("list", parents=[common], help="the messages in the spool")
     ql.add_argument("--json", action="store_true")
     qs.add_parser("show", parents=[common], help="one message, queued or finished").add_argument(
         "id"
