@@ -1,4 +1,5 @@
-"""The commands on the spool: `submit`, and `queue list|show|cancel|retry`.
+"""The commands on the spool: `submit`, and `queue list|show|send-now` (the
+batch operations `queue cancel|hold|release|retry` are exactmaild.cli.queue_ops).
 
 `queue_message` is the one way a message enters the spool from the command
 line; `submit` and the sendmail front (exactmaild.cli.sendmail) both use it.
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from exactmaild.cli.paths import load_config
-from exactmaild.core.errors import EX_OK, BadMessage, NotAvailable, TemporaryFailure
+from exactmaild.core.errors import EX_OK, BadMessage, TemporaryFailure
 
 if TYPE_CHECKING:
     from exactmaild.config.model import Config
@@ -74,6 +75,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_queue(args: argparse.Namespace) -> int:
+    from exactmaild.cli import queue_ops
     from exactmaild.outbox.spool import Spool
 
     cfg = load_config(args.config)
@@ -81,8 +83,10 @@ def cmd_queue(args: argparse.Namespace) -> int:
     if args.queue_command == "list":
         return _list(cfg, spool, as_json=args.json)
     if args.queue_command == "show":
-        return _show(spool, args.id, cfg.spool.dir)
-    return _cancel_or_retry(spool, args.id, args.queue_command, cfg.spool.dir)
+        return queue_ops.show(cfg, spool, args.id)
+    if args.queue_command == "send-now":
+        return queue_ops.send_now(cfg, spool, args.id)
+    return queue_ops.batch(cfg, spool, args)
 
 
 def _list(cfg: Config, spool: Spool, *, as_json: bool) -> int:
@@ -116,48 +120,4 @@ def _list(cfg: Config, spool: Spool, *, as_json: bool) -> int:
     for r in rows:
         extra = f"  tries {r['tries']}: {r['last_error'][:60]}" if r["tries"] else ""
         print(f"{r['id']}  {r['state']:<9} {r['size']:>9} B{extra}")
-    return EX_OK
-
-
-def _show(spool: Spool, qid: str, where: Path) -> int:
-    from exactmaild.core.states import PUBLIC_NAME
-    from exactmaild.send import message
-
-    entry = spool.find(qid)
-    if entry is None:
-        raise NotAvailable(
-            f"no message {qid} in the spool {where}: `exactmaild queue list` shows the queue"
-        )
-    print(f"id: {qid}\nstate: {PUBLIC_NAME[entry.state]}\nsize: {entry.size} bytes")
-    if entry.path.is_file() and not entry.path.is_symlink():
-        headers = message.summary_headers(entry.path.read_bytes()[:65536])
-        for k, v in headers.items():
-            print(f"{k.lower()}: {v}")
-    reason = spool.reason(qid)
-    if reason:
-        print(f"reason: {reason.strip()}")
-    return EX_OK
-
-
-def _cancel_or_retry(spool: Spool, qid: str, command: str, where: Path) -> int:
-    from exactmaild.core.states import PUBLIC_NAME
-
-    try:
-        if command == "cancel":
-            was = spool.cancel(qid)
-            print(f"{qid}: cancelled (was {PUBLIC_NAME[was]})")
-        else:
-            was = spool.retry(qid)
-            print(f"{qid}: queued again (was {PUBLIC_NAME[was]})")
-    except FileNotFoundError:
-        entry = spool.find(qid)
-        if entry is not None and entry.state == "active":
-            raise NotAvailable(
-                f"{qid} is being sent right now and can no longer be stopped; "
-                f"`exactmaild queue show {qid}` tells how it ends"
-            ) from None
-        what = "that could be cancelled" if command == "cancel" else "to retry"
-        raise NotAvailable(
-            f"no message {qid} {what} in the spool {where}: `exactmaild queue list` shows the queue"
-        ) from None
     return EX_OK

@@ -48,6 +48,7 @@ from exactmaild.config.model import (
 from exactmaild.config.receiving import receive_section, schedule_section
 from exactmaild.config.schema import (
     AUTH_KEYS,
+    DEFAULT_HISTORY_DAYS,
     DEFAULT_METRICS_HOST,
     DEFAULT_METRICS_PORT,
     DEFAULT_SPOOL_DIR,
@@ -159,6 +160,8 @@ def _build(c: Checker, root: Node) -> Config | None:
         file=c.get(log_m, "file", c.path, None),
     )
 
+    history_days = c.get(top, "history_days", conv.positive_int, DEFAULT_HISTORY_DAYS)
+
     if c.problems or outgoing is None:
         return None
     return Config(
@@ -175,6 +178,7 @@ def _build(c: Checker, root: Node) -> Config | None:
         metrics=metrics,
         log=log,
         warnings=tuple(c.warnings),
+        history_days=history_days,
     )
 
 

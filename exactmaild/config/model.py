@@ -143,3 +143,4 @@ class Config:
     metrics: MetricsConfig
     log: LogConfig
     warnings: tuple[str, ...] = ()
+    history_days: int = 30  # how long finished messages stay in `history`

@@ -6,7 +6,8 @@ loop; the loop acts. The loop owns:
 * the sender thread (`exactmaild.send.sender.Sender`) that drains the spool;
 * the mailbox checks' scheduler (`exactmaild.receive.scheduler.CheckScheduler`),
   which the loop tells the time and asks when the next check is due;
-* the state directory's lock and the control socket (`exactmaild flush`),
+* the state directory's lock and the control socket (`exactmaild flush`,
+  `queue send-now`, and the re-read after a batch `queue` operation),
   both from `exactmaild.daemon.control`; the metrics endpoint, the systemd
   notify protocol and the watchdog;
 * the OAuth2 `TokenCache`, one for the process, shared by the sender and the
@@ -38,7 +39,7 @@ from exactmaild.core.clock import Clock, SystemClock
 from exactmaild.core.errors import EX_OK, EX_SOFTWARE, TemporaryFailure
 from exactmaild.core.log import Log
 from exactmaild.daemon import logs
-from exactmaild.daemon.control import ControlSocket, StateLock
+from exactmaild.daemon.control import RESCAN, SEND_NOW, ControlSocket, StateLock
 from exactmaild.daemon.metrics import Metrics
 from exactmaild.daemon.reload import Refused, prepare
 from exactmaild.daemon.statusline import status_line
@@ -270,8 +271,17 @@ class Service:
         if self._control is None:
             return
         for command in self._control.commands():
+            word, _, arg = command.partition(" ")
             if command == "flush":
                 self.flush()
+            elif word in (SEND_NOW, RESCAN) and self.sender is not None:
+                # The queue's index is the sender thread's: it applies these
+                # the next time it looks for a message (at once: woken here).
+                if word == SEND_NOW:
+                    self.sender.outbox.requests.send_now(arg.strip())
+                else:
+                    self.sender.outbox.requests.rescan()
+                self.sender.wake()
             else:
                 self.log.warning("control_unknown", command=command[:40])
 

@@ -58,6 +58,8 @@ class Outcomes:
     ) -> None:
         refused, deferred, accepted = result.refused, result.deferred, result.accepted
         self._metrics.sent.inc()
+        # What each recipient got, for the history (recipients never go in metrics).
+        claim.note_result(result.reply, accepted, refused, deferred, self._clock.time())
         if not refused and not deferred:
             claim.sent(result.reply, len(accepted), self._clock.time())
             return
@@ -100,6 +102,7 @@ class Outcomes:
     ) -> None:
         error = str(exc)
         self._failed("permanent")
+        claim.note_failure("refused", error)
         claim.fail("released", error)
         log.error("message_failed", reason=error)
         failures = bounces.failures_for(p.recipients, exc)
@@ -128,6 +131,7 @@ class Outcomes:
                 f"last error: {error}"
             )
             if done is None:
+                claim.note_failure("deferred", error)
                 claim.fail(status, reason)
             else:
                 claim.partly(reply, done, reason, None)

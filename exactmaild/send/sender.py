@@ -77,6 +77,7 @@ class Sender:
             log=log,
             clock=self.clock,
             lock=self._lock,
+            history_days=cfg.history_days,
         )
         self._outcomes = Outcomes(self.outbox, metrics, self.clock)
         self.transport: Transport = self._transport_factory(cfg)
@@ -133,6 +134,7 @@ class Sender:
             old, self._cfg = self._cfg, cfg
             self.signature = read_signature(cfg)
             self.outbox.set_limits(cfg.send, cfg.timezone)
+            self.outbox.history_days = cfg.history_days
             if (cfg.outgoing, cfg.account) != (old.outgoing, old.account):
                 # A new server or account: the old connection must not carry on.
                 self.transport.close()
