@@ -31,7 +31,7 @@ from dataclasses import replace
 from types import FrameType
 from zoneinfo import ZoneInfo
 
-from exactmaild.auth.credentials import check_at_start, credentials_for
+from exactmaild.auth.credentials import credentials_for
 from exactmaild.auth.oauth import TokenCache
 from exactmaild.config.model import Config
 from exactmaild.core.clock import Clock, SystemClock
@@ -40,6 +40,7 @@ from exactmaild.core.log import Log
 from exactmaild.daemon import logs
 from exactmaild.daemon.control import ControlSocket, StateLock
 from exactmaild.daemon.metrics import Metrics
+from exactmaild.daemon.preflight import refuse_to_start
 from exactmaild.daemon.reload import Refused, prepare
 from exactmaild.daemon.statusline import status_line
 from exactmaild.daemon.systemd import Notifier
@@ -100,6 +101,11 @@ class Service:
 
     def start(self) -> None:
         cfg = self.cfg
+        if self._transport_factory is None:
+            # A secret file that other users can read, or that is missing, or
+            # a directory this user cannot write, is refused now, at start
+            # (exit 78), not at the first send; check-config runs the same list.
+            refuse_to_start(cfg)
         cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         self._lock.acquire()
         if self.install_signals:
@@ -110,12 +116,7 @@ class Service:
                 signal.signal(sig, self._on_signal)
         self.state = StateStore(cfg.state_dir)
         self.spool = Spool(cfg.spool.dir)
-        transport_factory = self._transport_factory
-        if transport_factory is None:
-            # A secret file that other users can read, or that is missing, is
-            # refused now, at start (exit 78), not at the first send.
-            check_at_start(cfg.account)
-            transport_factory = self._smtp_transport
+        transport_factory = self._transport_factory or self._smtp_transport
         self.sender = Sender(
             cfg,
             self.state,
