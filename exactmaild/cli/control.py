@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from exactmaild.cli.paths import load_config
+from exactmaild.cli.paths import how_to, load_config, load_running
 from exactmaild.core.errors import EX_OK, EX_SOFTWARE, ExactmailError, NotAvailable
 
 if TYPE_CHECKING:
@@ -85,11 +85,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_flush(args: argparse.Namespace) -> int:
     from exactmaild.daemon.control import daemon_running, send_control
 
-    cfg = load_config(args.config)
+    cfg = load_running(args.config)
     if not daemon_running(cfg.state_dir):
         raise NotAvailable(
             f"exactmaild is not running (no daemon holds {cfg.state_dir}); "
-            "start it with `systemctl start exactmaild`"
+            f"start it with {how_to('start', cfg.state_dir)}"
         )
     send_control(cfg, "flush")
     print("flush requested: checking the mailbox and sending the queue now (within the limit)")
@@ -99,7 +99,7 @@ def cmd_flush(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from exactmaild.cli.status import collect, render
 
-    cfg = load_config(args.config)
+    cfg = load_running(args.config)
     st = collect(cfg)
     if args.json:
         print(json.dumps(st, indent=1, sort_keys=True))

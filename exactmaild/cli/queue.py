@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from exactmaild.cli.paths import load_config
+from exactmaild.cli.paths import load_config, load_running
 from exactmaild.core.errors import EX_OK, BadMessage, NotAvailable, TemporaryFailure
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def cmd_queue(args: argparse.Namespace) -> int:
     from exactmaild.outbox.spool import Spool
 
-    cfg = load_config(args.config)
+    cfg = load_running(args.config)  # a refused edit must not blind the queue
     spool = Spool(cfg.spool.dir, create=False)
     if args.queue_command == "list":
         return _list(cfg, spool, as_json=args.json)

@@ -93,6 +93,7 @@ __all__ = [
     "parse_hhmm",
     "parse_size",
     "parse_window",
+    "state_dir_hint",
     "system_timezone",
 ]
 
@@ -292,3 +293,20 @@ def locate(path: Path | str) -> Locator:
     if root is not None:
         walk(root, "")
     return Locator(str(path), lines)
+
+
+def state_dir_hint(path: Path | str) -> Path:
+    """The state directory a file names, read leniently: for a file that does
+    not load (the commands then look there for the daemon's running copy).
+    The default when the file does not say, or says it unreadably."""
+    import yaml
+
+    path = Path(path).absolute()
+    try:
+        data = yaml.safe_load(path.read_bytes()[:MAX_CONFIG_BYTES])
+    except (OSError, yaml.YAMLError, ValueError):
+        return DEFAULT_STATE_DIR
+    value = data.get("state_dir") if isinstance(data, dict) else None
+    if not isinstance(value, str) or not value:
+        return DEFAULT_STATE_DIR
+    return path.parent / Path(value).expanduser()

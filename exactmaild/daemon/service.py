@@ -41,7 +41,7 @@ from exactmaild.daemon import logs
 from exactmaild.daemon.control import ControlSocket, StateLock
 from exactmaild.daemon.metrics import Metrics
 from exactmaild.daemon.preflight import refuse_to_start
-from exactmaild.daemon.reload import Refused, prepare
+from exactmaild.daemon.reload import Refused, prepare, record_running
 from exactmaild.daemon.statusline import status_line
 from exactmaild.daemon.systemd import Notifier
 from exactmaild.outbox.levels import Snapshot
@@ -155,6 +155,7 @@ class Service:
         self.checks.start(now)
         # next_check too: what `status` shows must be this run's, not the last run's.
         self.state.put(pid=str(os.getpid()), started=str(now), next_check=self.checks.due_text())
+        record_running(cfg, now, log=self.log)
         self.sender.start()
         self.log.info(
             "started",
@@ -309,6 +310,7 @@ class Service:
             self._refuse([f"applying the new configuration failed: {exc}"])
             return
         self.cfg = new
+        record_running(new, self.clock.time(), log=self.log)
         if self.checks is not None:
             self.checks.apply(new, self.clock.time())
         self.metrics.reloads.labels("success").inc()
