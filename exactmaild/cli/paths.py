@@ -1,7 +1,8 @@
 """Where the configuration is, and loading it from there; how to start or
 reload the service on this host.
 
-`-c PATH`, else $EXACTMAILD_CONFIG, else the default. The commands that act
+`-c PATH`, else $EXACTMAILD_CONFIG, else the default. `may_not_queue` says
+what a user refused by the spool should do (join the spool's group). The commands that act
 on a running daemon (`status`, `queue list`, `flush`) load it with
 `load_running`: when the file on disk is refused and a daemon runs, they use
 the configuration that daemon runs (its copy, store/running.py) and say so.
@@ -83,3 +84,36 @@ def how_to(action: str, state_dir: Path) -> str:
     if action == "start":
         return "`exactmaild run --daemon` (or your init system's script)"
     return f"`kill -HUP $(cat {state_dir / 'exactmaild.pid'})`"
+
+
+def may_not_queue(spool_dir: Path, exc: OSError) -> str:
+    """What to tell a user the spool refused: the group to join, read from the
+    spool's new/ directory (whatever the package named it), not "run as root"."""
+    import grp
+    import pwd
+
+    new = spool_dir / "new"
+    try:
+        me = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        me = str(os.geteuid())
+    where = f"{exc.filename}: " if exc.filename else ""
+    try:
+        info = new.stat()
+        group = grp.getgrgid(info.st_gid).gr_name
+    except (OSError, KeyError):
+        return (
+            f"cannot queue the message: {where}permission denied for user {me}: "
+            f"check the owner and mode of {spool_dir}"
+        )
+    if info.st_gid in os.getgroups() or info.st_gid == os.getegid():
+        return (
+            f"cannot queue the message: {where}permission denied for user {me}, although it "
+            f"is in group {group}: the spool must be group-writable (`chmod 2770 {new} "
+            f"{spool_dir / 'tmp'}`)"
+        )
+    return (
+        f"cannot queue the message: {where}permission denied: user {me} is not in group "
+        f"{group}, which owns {new}: run `usermod -aG {group} {me}`, then restart what runs "
+        f"as {me} (php-fpm, the web server, cron) so it has the group"
+    )

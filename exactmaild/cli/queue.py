@@ -15,8 +15,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from exactmaild.cli.paths import load_config, load_running
-from exactmaild.core.errors import EX_OK, BadMessage, NotAvailable, TemporaryFailure
+from exactmaild.cli.paths import load_config, load_running, may_not_queue
+from exactmaild.core.errors import (
+    EX_OK,
+    BadMessage,
+    NoPermission,
+    NotAvailable,
+    TemporaryFailure,
+)
 
 if TYPE_CHECKING:
     from exactmaild.config.model import Config
@@ -63,7 +69,11 @@ def queue_message(
             "start the daemon once (it creates them) or check spool.dir"
         )
     spool = Spool(cfg.spool.dir, create=False)
-    return spool.submit(raw)
+    try:
+        return spool.submit(raw)
+    except PermissionError as exc:
+        # Exit 77, naming the group to join, not "run as root".
+        raise NoPermission(may_not_queue(cfg.spool.dir, exc), cfg.spool.dir) from exc
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
