@@ -72,7 +72,7 @@ def cmd_test_connection(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from exactmaild.config.load import parse_window
-    from exactmaild.core.pacing import plan
+    from exactmaild.core.pacing import describe_rate, plan
 
     if args.window:
         try:
@@ -89,7 +89,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if p.per_minute >= 1:
         print(f"  {p.per_minute} email{'s' if p.per_minute != 1 else ''} a minute")
     else:
-        print("  less than 1 email a minute")
+        print(f"  {describe_rate(p.delay)} (less than 1 email a minute)")
     print(f"  delay: {p.delay:g}s between sends")
     print(
         f"  config: send: {{delay: {p.delay:g}s, daily_limit: {p.daily_limit}, "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -104,7 +105,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(st, indent=1, sort_keys=True))
     else:
-        print(render(st, color=sys.stdout.isatty()))
+        # Colours on a terminal only, and never when NO_COLOR is set (no-color.org).
+        print(render(st, color=sys.stdout.isatty() and not os.environ.get("NO_COLOR")))
     return EX_OK
 
 
