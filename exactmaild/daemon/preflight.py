@@ -8,6 +8,8 @@
 * The directories the daemon writes (state_dir, spool.dir, receive.maildir
   and the attachments directory): writable by the user the service runs as,
   or, if they do not exist yet, creatable by it.
+* `receive.group`: the group exists, the service's user is in it (to give
+  the Maildir to it), and its members can reach the Maildir.
 
 Each problem is a `Problem` located at the key that names the file
 (`FILE:LINE: key: problem`, exit 78), like a problem of the YAML itself.
@@ -134,6 +136,10 @@ def problems(
         trouble = _not_writable(directory, user)
         if trouble:
             found.append(where.problem(key, trouble))
+    if cfg.receive is not None and cfg.receive.group is not None:
+        trouble = _group_trouble(cfg.receive.maildir, cfg.receive.group, user)
+        if trouble:
+            found.append(where.problem("receive.group", trouble))
     # In the file's order, as the YAML's own problems are.
     return sorted(found, key=lambda p: p.line)
 
@@ -157,6 +163,41 @@ def _directories(cfg: Config) -> list[tuple[str, Path]]:
         if cfg.receive.attachments == "extract" and cfg.receive.attachments_dir is not None:
             dirs.append(("receive.attachments_dir", cfg.receive.attachments_dir))
     return dirs
+
+
+def _group_trouble(maildir: Path, group: str, user: ServiceUser) -> str:
+    """Why the Maildir cannot be shared with `group`, or "" if it can."""
+    import grp
+
+    try:
+        entry = grp.getgrgid(int(group)) if group.isdigit() else grp.getgrnam(group)
+    except KeyError:
+        return f"no group {group!r} on this host: create it, or name the practice software's"
+    if user.uid != 0 and entry.gr_gid not in user.gids:
+        return (
+            f"user {user.name} ({user.why}) is not in group {entry.gr_name}, so it cannot "
+            f"give the Maildir to it: run `usermod -aG {entry.gr_name} {user.name}`"
+        )
+    # Members of the group must reach the Maildir through its parents.
+    members = ServiceUser(f"group {entry.gr_name}", -1, frozenset({entry.gr_gid}), "")
+    for parent in reversed(maildir.absolute().parents):
+        if parent.exists() and not _allows(parent, members, os.X_OK):
+            info = parent.stat()
+            return (
+                f"members of group {entry.gr_name} cannot reach {maildir}: {parent} is closed "
+                f"to them (mode {stat.S_IMODE(info.st_mode):04o}, group {_group(info.st_gid)}); "
+                "put the Maildir outside the state directory (e.g. /var/lib/exactmaild-inbox)"
+            )
+    return ""
+
+
+def _group(gid: int) -> str:
+    import grp
+
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
 
 
 def _not_writable(directory: Path, user: ServiceUser) -> str:
