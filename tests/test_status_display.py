@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from exactmaild.cli.status import collect, render
 from exactmaild.config.load import parse
 from exactmaild.outbox.spool import Spool
@@ -61,3 +63,22 @@ def test_check_config_says_the_rate_in_words(tmp_path: Path) -> None:
     assert "68 s between sends = about 53 an hour" in r.stdout.decode()
     r = exactmaild("plan", "--daily-limit", "350", "--hours", "24")
     assert "about 15 an hour" in r.stdout.decode()
+
+
+def test_flush_without_a_daemon_names_this_hosts_start_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from exactmaild.cli import paths
+    from exactmaild.cli.main import main
+
+    path = tmp_path / "exactmaild.yaml"
+    path.write_text(CONFIG.format(tmp=tmp_path))
+    for systemd, advice in (
+        (False, "start it with `exactmaild run --daemon`"),
+        (True, "start it with `systemctl start exactmaild`"),
+    ):
+        monkeypatch.setattr(paths, "under_systemd", lambda systemd=systemd: systemd)
+        assert main(["flush", "-c", str(path)]) == 69
+        err = capsys.readouterr().err
+        assert advice in err, err
+        assert ("systemctl" in err) == systemd, err
