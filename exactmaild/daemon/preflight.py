@@ -117,7 +117,11 @@ def problems(
         try:
             secret.check()
         except SecretError as exc:
-            found.append(where.problem(secret.key, str(exc)))
+            text = str(exc)
+            if not user.is_me:
+                # The secret was read as this user; the fix is for the service's.
+                text = text.replace(f"chown {current_user().name} ", f"chown {user.name} ")
+            found.append(where.problem(secret.key, text))
             continue
         if (
             path is not None
