@@ -120,12 +120,14 @@ def answer_without_stdin(argv: Sequence[str]) -> int | None:
         print(USAGE, end="")
         return EX_OK
     if "-bp" in args:
-        from exactmaild.cli.main import build_parser
+        import argparse
 
+        from exactmaild.cli.queue import cmd_queue
+
+        # What `exactmaild queue list` parses into (tests/test_sendmail_answers.py
+        # runs -bp, so a new option of `queue list` cannot go unnoticed here).
         config = read_flags([a for a in args if a != "-bp"]).config
-        queue_args = ["queue", "list"] + (["-c", config] if config else [])
-        parsed = build_parser().parse_args(queue_args)
-        return int(parsed.func(parsed))
+        return cmd_queue(argparse.Namespace(config=config, queue_command="list", json=False))
     if not any(a in _UNSUPPORTED_MODES for a in args) and sys.stdin.isatty():
         print(
             "exactmaild-sendmail: reading the message from the terminal: headers, an empty "
