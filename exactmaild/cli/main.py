@@ -69,9 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--daemon", action="store_true", help="detach (hosts without systemd)")
     run.add_argument("--pidfile", help="with --daemon: pidfile (default STATE_DIR/exactmaild.pid)")
     run.set_defaults(func=cmd_run)
-    sub.add_parser("check-config", help="validate the configuration").set_defaults(
-        func=cmd_check_config
+    check = sub.add_parser(
+        "check-config", help="validate the configuration and what `run` checks at start"
     )
+    check.add_argument(
+        "--user", help="check the secrets and directories as this user (default: the service's)"
+    )
+    check.add_argument(
+        "--syntax", action="store_true", help="the file alone: no secrets, no directories"
+    )
+    check.set_defaults(func=cmd_check_config)
     sub.add_parser("test-connection", help="log in to both servers, send nothing").set_defaults(
         func=cmd_test_connection
     )

@@ -16,8 +16,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from exactmaild.cli.paths import load_config
-from exactmaild.core.errors import EX_OK, BadMessage, TemporaryFailure
+from exactmaild.cli.paths import load_config, load_running, may_not_queue
+from exactmaild.core.errors import (
+    EX_OK,
+    BadMessage,
+    NoPermission,
+    TemporaryFailure,
+)
 
 if TYPE_CHECKING:
     from exactmaild.config.model import Config
@@ -64,7 +69,11 @@ def queue_message(
             "start the daemon once (it creates them) or check spool.dir"
         )
     spool = Spool(cfg.spool.dir, create=False)
-    return spool.submit(raw)
+    try:
+        return spool.submit(raw)
+    except PermissionError as exc:
+        # Exit 77, naming the group to join, not "run as root".
+        raise NoPermission(may_not_queue(cfg.spool.dir, exc), cfg.spool.dir) from exc
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -78,7 +87,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
     from exactmaild.cli import queue_ops
     from exactmaild.outbox.spool import Spool
 
-    cfg = load_config(args.config)
+    cfg = load_running(args.config)  # a refused edit must not blind the queue
     spool = Spool(cfg.spool.dir, create=False)
     if args.queue_command == "list":
         return _list(cfg, spool, as_json=args.json)

@@ -48,7 +48,7 @@ AUTH_KEYS = ("method", "username", "password_file", *OAUTH2_KEYS)
 SERVER_KEYS = ("host", "port", "security", "tls_ca_file")
 INCOMING_KEYS = ("protocol", *SERVER_KEYS, "folder", "leave_on_server")
 SCHEDULE_KEYS = ("days", "window", "every", "at")
-RECEIVE_KEYS = ("maildir", "attachments", "attachments_dir", "max_attachment_size")
+RECEIVE_KEYS = ("maildir", "group", "attachments", "attachments_dir", "max_attachment_size")
 SEND_KEYS = (
     "immediately",
     "delay",

@@ -32,7 +32,7 @@ from dataclasses import replace
 from types import FrameType
 from zoneinfo import ZoneInfo
 
-from exactmaild.auth.credentials import check_at_start, credentials_for
+from exactmaild.auth.credentials import credentials_for
 from exactmaild.auth.oauth import TokenCache
 from exactmaild.config.model import Config
 from exactmaild.core.clock import Clock, SystemClock
@@ -41,7 +41,8 @@ from exactmaild.core.log import Log
 from exactmaild.daemon import logs
 from exactmaild.daemon.control import RESCAN, SEND_NOW, ControlSocket, StateLock
 from exactmaild.daemon.metrics import Metrics
-from exactmaild.daemon.reload import Refused, prepare
+from exactmaild.daemon.preflight import refuse_to_start
+from exactmaild.daemon.reload import Refused, prepare, record_running
 from exactmaild.daemon.statusline import status_line
 from exactmaild.daemon.systemd import Notifier
 from exactmaild.outbox.levels import Snapshot
@@ -101,6 +102,11 @@ class Service:
 
     def start(self) -> None:
         cfg = self.cfg
+        if self._transport_factory is None:
+            # A secret file that other users can read, or that is missing, or
+            # a directory this user cannot write, is refused now, at start
+            # (exit 78), not at the first send; check-config runs the same list.
+            refuse_to_start(cfg)
         cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         self._lock.acquire()
         if self.install_signals:
@@ -111,12 +117,7 @@ class Service:
                 signal.signal(sig, self._on_signal)
         self.state = StateStore(cfg.state_dir)
         self.spool = Spool(cfg.spool.dir)
-        transport_factory = self._transport_factory
-        if transport_factory is None:
-            # A secret file that other users can read, or that is missing, is
-            # refused now, at start (exit 78), not at the first send.
-            check_at_start(cfg.account)
-            transport_factory = self._smtp_transport
+        transport_factory = self._transport_factory or self._smtp_transport
         self.sender = Sender(
             cfg,
             self.state,
@@ -155,6 +156,7 @@ class Service:
         self.checks.start(now)
         # next_check too: what `status` shows must be this run's, not the last run's.
         self.state.put(pid=str(os.getpid()), started=str(now), next_check=self.checks.due_text())
+        record_running(cfg, now, log=self.log)
         self.sender.start()
         self.log.info(
             "started",
@@ -318,6 +320,7 @@ class Service:
             self._refuse([f"applying the new configuration failed: {exc}"])
             return
         self.cfg = new
+        record_running(new, self.clock.time(), log=self.log)
         if self.checks is not None:
             self.checks.apply(new, self.clock.time())
         self.metrics.reloads.labels("success").inc()
