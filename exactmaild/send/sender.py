@@ -13,8 +13,8 @@ Inside one send (`send.inflight`), MAIL/RCPT/DATA go out, the reservation
 commits while the server answers, then the body and its final dot: the
 order the Outbox's promises rest on. While the next message may go at once
 on a server that pipelines, its MAIL/RCPT/DATA share that final dot's write
-(`_follow()`): one round trip a message. The main loop talks to this thread only through `flush()`,
-`apply()`, `stop()`, `set_external()` and `snapshot()`.
+(`_follow()`): one round trip a message. The main loop talks to this thread
+only through `flush()`, `apply()`, `stop()`, `set_external()` and `snapshot()`.
 """
 
 from __future__ import annotations
@@ -331,7 +331,8 @@ class Sender:
         transaction was begun with this final dot."""
         f.reserve()
         verdict, nxt = f.deliver(self._dot_went, self._follow, lambda: self._prefetch(f.now))
-        if nxt and (isinstance(verdict, AccountFailure) or not self.transport.connected):
+        gone = isinstance(verdict, AccountFailure) or not self.transport.connected
+        if nxt is not None and gone:
             nxt.give_back()  # the connection went with this message, or the queue pauses
             nxt = None
         try:
@@ -343,9 +344,8 @@ class Sender:
         return nxt
 
     def _dot_went(self) -> None:
-        # Pace from the final dot (or the failure): the next message's dot
-        # comes after its reservation, so the gap the server sees is never
-        # shorter than the delay, however long a commit takes.
+        # Pace from the final dot (or the failure): the next dot comes after its
+        # reservation, so the server never sees a gap shorter than the delay.
         self.last_send = self.clock.time()
         self.outbox.tidy()  # the previous file goes while the server reads
 
