@@ -199,3 +199,35 @@ def test_daemon_killed_between_dot_and_reply(tmp_path: Path) -> None:
         assert _statuses(store, one) == ["sent"]
     finally:
         srv.close()
+
+
+@pytest.mark.parametrize(
+    ("reply", "second", "second_state"),
+    [
+        # The server is closing: the second is retried, the third goes on a
+        # new connection.
+        ("421 4.3.2 shutting down", ["released"], "deferred"),
+        # The account's quota: the queue pauses; both go back unblamed.
+        ("550 5.4.5 daily sending quota exceeded", ["released"], "new"),
+    ],
+)
+def test_the_next_goes_back_unsent_when_it_cannot_go_on(
+    tmp_path: Path, follows: list[int], reply: str, second: list[str], second_state: str
+) -> None:
+    srv = FaultServer(pipelining=True)
+    try:
+        sender = _sender(tmp_path, _at(srv), send={"retry_intervals": ["1h"]})
+        _, two, three = _submit(sender.spool, 3)
+        srv.script.body["patient2@example.org"] = [reply]
+        _drain(sender, steps=10)
+        assert len(follows) >= 2  # the third was begun with the second's dot
+        assert _statuses(sender.state, two) == second
+        assert two in sender.spool.names(second_state)
+        if second_state == "deferred":
+            assert _statuses(sender.state, three) == ["sent"]
+            assert len(srv._conns) == 2  # not on the connection the server was closing
+        else:  # paused: the third waits in new/, never reserved
+            assert _statuses(sender.state, three) == []
+            assert three in sender.spool.names("new")
+    finally:
+        srv.close()
