@@ -12,6 +12,10 @@ way (`delayproxy.py`, default 25 ms: a provider tens of milliseconds away):
 * raw smtplib (`sendmail()` on one connection), msmtp (one process a
   message; skipped if missing) and nullmailer-send (as bench/peers.py runs
   it; skipped without root or its package);
+* Postfix on one connection (`bench/_postfix.py`: relayhost through the
+  proxy, `default_destination_concurrency_limit = 1`, a held queue of N
+  released at once; needs root), into aiosmtpd advertising PIPELINING so
+  that its arrival stamps time it, and exactmaild again into the same;
 * exactmaild with STARTTLS into aiosmtpd (TLS, PIPELINING advertised):
   its connection set-up once (`SmtpConnection.connect()`: TCP, EHLO,
   STARTTLS, EHLO), then the steady rate.
@@ -19,7 +23,7 @@ way (`delayproxy.py`, default 25 ms: a provider tens of milliseconds away):
 Every figure is seconds a message divided by the measured RTT: round trips a
 message (lower is better). Target: exactmaild at most 1.3.
 
-    python bench/wan.py [--n 100] [--delay-ms 25] [--proxy PATH]
+    python bench/wan.py [--n 100] [--n-slow 10] [--delay-ms 25] [--proxy PATH]
 """
 
 from __future__ import annotations
