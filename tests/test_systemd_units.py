@@ -160,14 +160,29 @@ def test_sysusers_and_tmpfiles_apply_to_a_scratch_root(tmp_path: Path) -> None:
         )
         assert result.returncode == 0, result.stderr
         assert "ignoring" not in result.stderr.lower(), result.stderr
-    passwd = (root / "etc/passwd").read_text().split(":")
-    assert passwd[0] == "exactmaild"
-    assert passwd[5] == "/var/lib/exactmaild"
-    assert passwd[6].strip().endswith("nologin")
-    group = (root / "etc/group").read_text()
-    assert group.startswith("exactmaild:x:")
-    gid = int(group.split(":")[2])
-    for sub in ("", "tmp", "new"):
-        st = (root / "var/spool/exactmaild" / sub).stat()
-        assert oct(st.st_mode & 0o7777) == oct(0o2770), sub
-        assert st.st_gid == gid
+    users = {
+        line.split(":")[0]: line.split(":")
+        for line in (root / "etc/passwd").read_text().splitlines()
+    }
+    assert set(users) == {"exactmaild"}
+    assert users["exactmaild"][5] == "/var/lib/exactmaild"
+    assert users["exactmaild"][6].strip().endswith("nologin")
+    groups = {
+        line.split(":")[0]: int(line.split(":")[2])
+        for line in (root / "etc/group").read_text().splitlines()
+    }
+    assert set(groups) == {"exactmaild", "exactmaild-submit"}
+    # The submission model (tmpfiles.d/exactmaild.conf): producers pass through
+    # the spool to the sticky, unreadable, setgid tmp/ and new/, and see nothing else.
+    expected = {
+        "var/spool/exactmaild": (0o710, "exactmaild-submit"),
+        "var/spool/exactmaild/tmp": (0o3733, "exactmaild"),
+        "var/spool/exactmaild/new": (0o3733, "exactmaild"),
+        "var/spool/exactmaild/active": (0o750, "exactmaild"),
+        "var/spool/exactmaild/failed": (0o750, "exactmaild"),
+        "var/lib/exactmaild": (0o750, "exactmaild"),
+    }
+    for sub, (mode, group) in expected.items():
+        st = (root / sub).stat()
+        assert oct(st.st_mode & 0o7777) == oct(mode), sub
+        assert st.st_gid == groups[group], sub
