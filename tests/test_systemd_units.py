@@ -123,7 +123,11 @@ def test_template_is_the_main_unit_per_instance() -> None:
     assert tmpl["StateDirectory"] == ["exactmaild/%i"]
     assert tmpl["RuntimeDirectory"] == ["exactmaild/%i"]
     assert tmpl["ReadWritePaths"] == ["/var/spool/exactmaild/%i"]
-    assert "/var/spool/exactmaild/%i/new" in tmpl["ExecStartPre"][0]
+    assert tmpl["ExecStartPre"] == [
+        "+/usr/bin/install -d -m 0710 -o exactmaild -g exactmaild-submit /var/spool/exactmaild/%i",
+        "+/usr/bin/install -d -m 3733 -o exactmaild -g exactmaild"
+        " /var/spool/exactmaild/%i/tmp /var/spool/exactmaild/%i/new",
+    ]
     per_instance = {
         "Description",
         "ExecStart",
