@@ -326,16 +326,18 @@ def test_two_producers_cannot_touch_each_other(
 
 
 def test_remove_keeps_data_and_purge_asks_before_deleting_mail(installed: Root, deb: Path) -> None:
-    # An admin enabled the service: purge must take the symlink away too.
-    installed.run("deb-systemd-helper", "enable", "exactmaild.service")
+    # An admin enabled the service (the symlink `systemctl enable` makes):
+    # purge must take it away too.
     wants = installed.p("/etc/systemd/system/multi-user.target.wants/exactmaild.service")
-    assert wants.is_symlink()
+    wants.parent.mkdir(parents=True, exist_ok=True)
+    wants.symlink_to("/lib/systemd/system/exactmaild.service")
 
+    (installed.p(STATE) / "state-to-keep").write_text("x")
     removed = installed.dpkg("-r", "exactmaild")
     assert removed.returncode == 0, removed.stderr
     assert installed.p("/etc/exactmaild/exactmaild.yaml").is_file()
     assert installed.p(SPOOL + "/new").is_dir()
-    assert installed.p(STATE + "/exactmaild.sqlite3").is_file()
+    assert installed.p(STATE + "/state-to-keep").is_file()
     assert not installed.p("/usr/lib/exactmaild").exists()
 
     # Queued mail (as if the daemon had been stopped with a backlog): purge
