@@ -39,7 +39,7 @@ from exactmaild.core.states import (
     State,
 )
 from exactmaild.store.durable import fsync_dir as _fsync_dir
-from exactmaild.store.durable import write_new
+from exactmaild.store.durable import fsync_entry, write_new
 
 DIRS = (TMP, *STATES)
 # Where `queue hold` takes a message from: the states the daemon sends from.
@@ -88,15 +88,25 @@ class Spool:
             self.ensure_dirs()
 
     def ensure_dirs(self) -> None:
+        """Create what is missing; existing directories keep their modes.
+
+        The packaged layout comes from tmpfiles.d/exactmaild.conf, made by
+        root: the root 0710 with the group exactmaild-submit, tmp/ and new/
+        3733 (setgid, sticky, write-and-search only), the rest 0750. Made here
+        (no package, or a fresh spool.dir), the daemon cannot give away a
+        group or set setgid (RestrictSUIDSGID), so only its own user and root
+        can submit until `systemd-tmpfiles --create` or a chgrp/chmod by root.
+        tmp/ and new/ are still sticky and unlistable; modes are set
+        explicitly, whatever the umask.
+        """
+        if not self.root.is_dir():
+            self.root.mkdir(parents=True, exist_ok=True)
+            os.chmod(self.root, 0o750)
         for name in DIRS:
             d = self.root / name
             if not d.is_dir():
-                # The spool is shared with producers: tmp/ and new/ are group-
-                # writable. Setgid comes from tmpfiles.d (the unit's
-                # RestrictSUIDSGID forbids setting it here); existing modes stay.
-                d.mkdir(
-                    parents=True, exist_ok=True, mode=0o770 if name in ("tmp", "new") else 0o750
-                )
+                d.mkdir(exist_ok=True)
+                os.chmod(d, 0o1733 if name in (TMP, NEW) else 0o750)
 
     def dir(self, state: str) -> Path:
         """A state's directory, for listing (the send path never builds paths)."""
@@ -275,9 +285,14 @@ class Spool:
         if name is None:
             name = new_queue_id()
         tmp = self.dir("tmp") / name
-        _write_durable(tmp, data, 0o640)
-        os.rename(tmp, self.dir("new") / name)
-        _fsync_dir(self.dir("new"))
+        write_new(tmp, data, 0o640)
+        # 0640 whatever the caller's umask: in the setgid tmp/ the file's
+        # group is exactmaild, which is how the daemon (and nobody else) reads it.
+        os.chmod(tmp, 0o640)
+        target = self.dir("new") / name
+        os.rename(tmp, target)
+        # tmp/ needs no fsync: the entry that must survive is the one in new/.
+        fsync_entry(self.dir("new"), target)
         return name
 
     # -- listing ---------------------------------------------------------------------

@@ -21,6 +21,37 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def fsync_entry(directory: Path, entry: Path) -> None:
+    """Make a creation or rename of `entry` in `directory` durable.
+
+    Like fsync_dir, for a caller that may not open the directory: a producer
+    has only write and search on the spool's tmp/ and new/ (no listing), so
+    it cannot fsync them. It syncs the filesystem instead, through the entry
+    it owns: slower, as durable.
+    """
+    try:
+        fsync_dir(directory)
+    except PermissionError:
+        fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            _syncfs(fd)
+        finally:
+            os.close(fd)
+
+
+def _syncfs(fd: int) -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    syncfs = getattr(libc, "syncfs", None)
+    if syncfs is None:  # not glibc: every filesystem, then
+        os.sync()
+        return
+    if syncfs(fd) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
 def write_new(path: Path | str, data: bytes, mode: int, *, dir_fd: int | None = None) -> None:
     """Create `path` with `data`, fsync'd; on any failure leave nothing behind.
 
