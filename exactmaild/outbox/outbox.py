@@ -184,6 +184,15 @@ class Outbox:
             except FileNotFoundError:
                 self._skip(name, src)
                 continue
+            except PermissionError:
+                # A producer wrote it without the group's read bit (umask 077):
+                # failed with the fix, never a stop of the whole queue.
+                self.reject(
+                    Queued(name, src, b"", self.store.message(name)),
+                    "the daemon may not read this file: a producer must write it with "
+                    "mode 0640 (umask 027) so the group exactmaild can read it",
+                )
+                continue
             except OSError as exc:
                 if exc.errno in (errno.ELOOP, errno.EISDIR):  # swapped for a symlink/dir
                     self._skip(name, src)
