@@ -35,6 +35,48 @@ def _read_input(path: str | None) -> bytes:
     return sys.stdin.buffer.read()
 
 
+def _is_local(addr: str) -> bool:
+    """A bare local name (root, www-data), as cron and scripts address mail."""
+    return bool(addr) and "@" not in addr
+
+
+def local_recipients(cfg: Config, raw: bytes, extra: Sequence[str]) -> tuple[bytes, list[str]]:
+    """Bare local names become send.local_recipients_to (default: the account),
+    in To/Cc/Bcc and on the command line, as nullmailer's adminaddr does; the
+    names they were written to are kept in an X-Original-To header."""
+    import email.utils
+
+    from exactmaild.send import message
+
+    local_to = cfg.send.local_recipients_to or cfg.account.address
+    originals: list[str] = []
+    rcpts: list[str] = []
+    for r in (r.strip() for r in extra):
+        if _is_local(r):
+            originals.append(r)
+            r = local_to
+        if r and r not in rcpts:
+            rcpts.append(r)
+    msg = message.parse(raw)
+    changed = False
+    for field in ("To", "Cc", "Bcc"):
+        pairs = email.utils.getaddresses([str(v) for v in msg.get_all(field, [])])
+        if not any(_is_local(a.strip()) for _, a in pairs):
+            continue
+        originals.extend(a.strip() for _, a in pairs if _is_local(a.strip()))
+        del msg[field]
+        msg[field] = ", ".join(
+            email.utils.formataddr((n, local_to if _is_local(a.strip()) else a)) for n, a in pairs
+        )
+        changed = True
+    if changed:
+        raw = msg.as_bytes()
+    if originals:
+        names = ", ".join(dict.fromkeys(originals))
+        raw = b"X-Original-To: " + names.encode("ascii", "replace") + b"\n" + raw
+    return raw, rcpts
+
+
 def queue_message(
     cfg: Config, raw: bytes, extra_rcpts: Sequence[str] = (), full_name: str | None = None
 ) -> str:
@@ -50,6 +92,7 @@ def queue_message(
 
     raw = raw.replace(b"\r\n", b"\n")
     message.check_raw(raw, cfg.spool.max_message_size)
+    raw, extra_rcpts = local_recipients(cfg, raw, extra_rcpts)
     msg = message.parse(raw)
     have = set(message.recipients(msg))
     missing = [r for r in extra_rcpts if r not in have]

@@ -23,6 +23,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
@@ -56,6 +57,16 @@ SOURCES: dict[str, tuple[State, ...]] = {
 }
 DONE = {"cancel": "cancelled", "hold": "held", "release": "released", "retry": "queued again"}
 _HEAD = 64 * 1024
+
+
+def _owner(path: Path) -> str:
+    import pwd
+
+    uid = path.lstat().st_uid
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
 
 
 def _head(spool: Spool, state: State, qid: str) -> bytes:
@@ -104,6 +115,9 @@ def show(cfg: Config, spool: Spool, qid: str) -> int:
     from exactmaild.send import message
 
     print(f"id: {qid}\nstate: {PUBLIC_NAME[entry.state]}\nsize: {entry.size} bytes")
+    # Who submitted it: the kernel's record, the file's owner (producers
+    # create their own files in the spool, and no one can give a file away).
+    print(f"submitted by: {_owner(entry.path)}")
     head = b""
     if entry.path.is_file() and not entry.path.is_symlink():
         head = _head(spool, entry.state, qid)

@@ -101,6 +101,9 @@ class Send:
     account_pause: tuple[float, ...] = (60.0, 120.0, 240.0, 480.0, 960.0, 1800.0)
     count_sent_folder: str | None = None
     signature: Path | None = None
+    # Where mail to a bare local name (root, www-data: cron, scripts) goes;
+    # None: the account's own address.
+    local_recipients_to: str | None = None
 
     @property
     def allowance(self) -> int:

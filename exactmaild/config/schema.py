@@ -63,6 +63,7 @@ SEND_KEYS = (
     "account_pause",
     "count_sent_folder",
     "signature",
+    "local_recipients_to",
 )
 SPOOL_KEYS = ("dir", "max_message_size")
 METRICS_KEYS = ("listen",)

@@ -115,6 +115,7 @@ def send_section(c: Checker, top: Map, schedule: Schedule, incoming: Incoming | 
         account_pause=account_pause or Send.account_pause,
         count_sent_folder=count_sent_folder,
         signature=signature,
+        local_recipients_to=c.get(m, "local_recipients_to", conv.address, None),
     )
 
 
