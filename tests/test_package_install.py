@@ -31,6 +31,7 @@ import pytest
 import yaml
 
 from tests.fixtures.smtp import SmtpServer, start_smtp
+from tests.helpers import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 SPOOL = "/var/spool/exactmaild"
@@ -158,9 +159,11 @@ def installed(root: Root, deb: Path) -> Root:
 
 @pytest.fixture(scope="module")
 def producers(installed: Root) -> tuple[str, str]:
-    """Two real unprivileged users, both allowed to submit, made as an admin would."""
-    for name in ("producer-a", "producer-b"):
+    """Two real unprivileged users, both allowed to submit, made as an admin would;
+    and an outsider, who is not."""
+    for name in ("producer-a", "producer-b", "outsider"):
         installed.run("useradd", "--create-home", "--shell", "/bin/sh", name)
+    for name in ("producer-a", "producer-b"):
         installed.run("usermod", "-aG", "exactmaild-submit", name)
     return "producer-a", "producer-b"
 
@@ -225,12 +228,12 @@ def _config(root: Root, smtp: SmtpServer) -> None:
     path.chmod(0o644)
 
 
-def _write_raw(root: Root, user: str, name: str, rename: bool) -> str:
+def _write_raw(root: Root, user: str, name: str, rename: bool, umask: int = 0o027) -> str:
     """The spool protocol by hand, as an application does: tmp/NAME, then new/NAME."""
     body = f"To: patient@example.org\nSubject: from {user} {name}\n\nprivate\n"
     script = (
         "import os, sys\n"
-        "os.umask(0o027)\n"
+        f"os.umask({umask:#o})\n"
         f"p = '{SPOOL}/tmp/{name}'\n"
         "with open(p, 'w') as f: f.write(sys.stdin.read())\n"
         f"if {rename}: os.rename(p, '{SPOOL}/new/{name}')\n"
@@ -254,6 +257,9 @@ def test_two_producers_cannot_touch_each_other(
     # queued by hand in new/, and queued by `exactmaild submit`.
     half = _write_raw(installed, a, "a-half-written", rename=False)
     queued = _write_raw(installed, a, "a-queued-by-hand", rename=True)
+    # A producer's mistake: written 0600 (umask 077), so the daemon may not
+    # read it. It must fail with the fix, never stop the queue.
+    _write_raw(installed, a, "a-unreadable", rename=True, umask=0o077)
     submitted = installed.run(
         "/usr/bin/exactmaild",
         "-c",
@@ -285,6 +291,50 @@ def test_two_producers_cannot_touch_each_other(
         input=b"To: patient@example.org\nSubject: from b via sendmail\n\nhello\n",
     )
 
+    # cron's way: a bare local name on the command line, no To: header.
+    installed.run(
+        "env",
+        f"EXACTMAILD_CONFIG={CONFIG}",
+        "/usr/bin/exactmaild-sendmail",
+        "-i",
+        "root",
+        user=b,
+        input=b"Subject: from b as cron\n\nall fine\n",
+    )
+    # Who submitted each message is on record: its file's owner.
+    shown = installed.run("/usr/bin/exactmaild", "-c", CONFIG, "queue", "show", qid)
+    assert f"submitted by: {a} (uid " in shown.stdout.decode()
+
+    # Not allowed is exit 77 from every front, naming the group to join; and
+    # a producer is never told "not running" about a daemon it cannot see.
+    for cmd in (["submit"], ["sendmail", "-t", "-i"]):
+        refused = installed.run(
+            "/usr/bin/exactmaild",
+            "-c",
+            CONFIG,
+            *cmd,
+            user="outsider",
+            input=b"To: patient@example.org\n\nx\n",
+            check=False,
+        )
+        assert refused.returncode == 77, refused.stderr
+        assert b"usermod -aG exactmaild-submit outsider" in refused.stderr
+    refused = installed.run(
+        "env",
+        f"EXACTMAILD_CONFIG={CONFIG}",
+        "/usr/bin/exactmaild-sendmail",
+        "-t",
+        user="outsider",
+        input=b"To: patient@example.org\n\nx\n",
+        check=False,
+    )
+    assert refused.returncode == 77, refused.stderr
+    for cmd in (["flush"], ["queue", "list"], ["status"]):
+        refused = installed.run("/usr/bin/exactmaild", "-c", CONFIG, *cmd, user=b, check=False)
+        assert refused.returncode == 77, (cmd, refused.stdout, refused.stderr)
+        assert b"not running" not in refused.stderr
+        assert b"permission denied for user producer-b" in refused.stderr
+
     # The daemon, as the user exactmaild, reads every producer's message
     # (through the setgid group) and sends it.
     log = installed.p("/tmp/daemon.log").open("wb")
@@ -295,7 +345,7 @@ def test_two_producers_cannot_touch_each_other(
         env=ENV,
     )
     try:
-        got = smtp.sink.wait_for(3, timeout=30)
+        got = smtp.sink.wait_for(4, timeout=30)
         subjects = sorted(
             line
             for m in got
@@ -304,10 +354,17 @@ def test_two_producers_cannot_touch_each_other(
         )
         assert subjects == [
             "Subject: from a via submit",
+            "Subject: from b as cron",
             "Subject: from b via sendmail",
             "Subject: from producer-a a-queued-by-hand",
         ], installed.read("/tmp/daemon.log")
+        (cron,) = [m for m in got if b"from b as cron" in m.data]
+        assert cron.rcpt_tos == ["reception@practice.example"]
+        assert b"X-Original-To: root" in cron.data
         assert installed.p(f"{STATE}/control.sock").exists()
+        reason = installed.p(f"{SPOOL}/failed/a-unreadable.reason")
+        assert wait_until(reason.exists), installed.read("/tmp/daemon.log")
+        assert "mode 0640" in reason.read_text()
 
         after = _trespass(installed, b)
         allowed = {k: v for k, v in after.items() if v == "ALLOWED"}

@@ -52,9 +52,12 @@ def load_running(arg: str | None) -> Config:
 
         path = config_path(arg).absolute()
         state_dir = load.state_dir_hint(path)
-        copy = running.read(state_dir)
-        if copy is None or copy.source != path or not daemon_running(state_dir):
-            raise
+        try:
+            copy = running.read(state_dir)
+            if copy is None or copy.source != path or not daemon_running(state_dir):
+                raise
+        except PermissionError:
+            raise refused from None
         try:
             cfg = load.parse(copy.text, copy.source)
         except ConfigError:
@@ -88,7 +91,10 @@ def how_to(action: str, state_dir: Path) -> str:
 
 def may_not_queue(spool_dir: Path, exc: OSError) -> str:
     """What to tell a user the spool refused: the group to join, read from the
-    spool's new/ directory (whatever the package named it), not "run as root"."""
+    directory that refuses it (whatever the package named the group), not
+    "run as root". With the packaged layout that is the spool itself (0710,
+    group exactmaild-submit); with a spool of group-writable tmp/ and new/,
+    new/."""
     import grp
     import pwd
 
@@ -98,8 +104,9 @@ def may_not_queue(spool_dir: Path, exc: OSError) -> str:
     except KeyError:
         me = str(os.geteuid())
     where = f"{exc.filename}: " if exc.filename else ""
+    gate = spool_dir if not os.access(spool_dir, os.X_OK) else new
     try:
-        info = new.stat()
+        info = gate.stat()
         group = grp.getgrgid(info.st_gid).gr_name
     except (OSError, KeyError):
         return (
@@ -109,11 +116,11 @@ def may_not_queue(spool_dir: Path, exc: OSError) -> str:
     if info.st_gid in os.getgroups() or info.st_gid == os.getegid():
         return (
             f"cannot queue the message: {where}permission denied for user {me}, although it "
-            f"is in group {group}: the spool must be group-writable (`chmod 2770 {new} "
-            f"{spool_dir / 'tmp'}`)"
+            f"is in group {group}: the spool's modes are wrong; as root, "
+            "`systemd-tmpfiles --create exactmaild.conf` restores them"
         )
     return (
         f"cannot queue the message: {where}permission denied: user {me} is not in group "
-        f"{group}, which owns {new}: run `usermod -aG {group} {me}`, then restart what runs "
+        f"{group}, which owns {gate}: run `usermod -aG {group} {me}`, then restart what runs "
         f"as {me} (php-fpm, the web server, cron) so it has the group"
     )

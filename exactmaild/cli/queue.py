@@ -106,16 +106,16 @@ def queue_message(
         raw = f"From: {full_name} <{cfg.account.address}>\n".encode() + raw
     if not message.recipients(message.parse(raw)):
         raise BadMessage("the message has no recipient: it needs a To, Cc or Bcc header")
-    if not (cfg.spool.dir / "new").is_dir() or not (cfg.spool.dir / "tmp").is_dir():
-        raise TemporaryFailure(
-            f"the spool {cfg.spool.dir} is missing its tmp/ and new/ directories; "
-            "start the daemon once (it creates them) or check spool.dir"
-        )
-    spool = Spool(cfg.spool.dir, create=False)
     try:
-        return spool.submit(raw)
+        if not (cfg.spool.dir / "new").is_dir() or not (cfg.spool.dir / "tmp").is_dir():
+            raise TemporaryFailure(
+                f"the spool {cfg.spool.dir} is missing its tmp/ and new/ directories; "
+                "start the daemon once (it creates them) or check spool.dir"
+            )
+        return Spool(cfg.spool.dir, create=False).submit(raw)
     except PermissionError as exc:
-        # Exit 77, naming the group to join, not "run as root".
+        # Exit 77, naming the group to join, not "run as root". Also when the
+        # spool itself may not be entered (the packaged 0710 root).
         raise NoPermission(may_not_queue(cfg.spool.dir, exc), cfg.spool.dir) from exc
 
 

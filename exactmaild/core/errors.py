@@ -31,6 +31,7 @@ __all__ = [
     "EX_TEMPFAIL",
     "EX_UNAVAILABLE",
     "EX_USAGE",
+    "SUBMIT_GROUP",
     "AccountFailure",
     "BadMessage",
     "ConfigError",
@@ -44,6 +45,7 @@ __all__ = [
     "TemporaryFailure",
     "UnknownOutcome",
     "UsageError",
+    "current_user",
     "from_os_error",
 ]
 
@@ -161,6 +163,23 @@ class NoPermission(LocalIOFailure):
     exit_code = EX_NOPERM
 
 
+# The producers' group: its members may submit mail and nothing more
+# (docs/operations.md, "Who may submit").
+SUBMIT_GROUP = "exactmaild-submit"
+
+
+def current_user() -> str:
+    """This process's user name, for messages about permissions."""
+    import os
+    import pwd
+
+    uid = os.geteuid()
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
 def from_os_error(exc: OSError, doing: str = "") -> LocalIOFailure:
     """The error of the tree for `exc`, with the path and what to do in its message.
 
@@ -174,8 +193,10 @@ def from_os_error(exc: OSError, doing: str = "") -> LocalIOFailure:
         return MissingFile(f"{lead}{where}not found: check the path (or the config)", path)
     if isinstance(exc, PermissionError):
         return NoPermission(
-            f"{lead}{where}permission denied: run as the exactmaild user or root, "
-            "or fix the file's owner and mode",
+            f"{lead}{where}permission denied for user {current_user()}: run as root or the "
+            "exactmaild user, or fix the file's owner and mode (for the spool and state "
+            "directories: systemd-tmpfiles --create exactmaild.conf, as root); "
+            f"applications that only submit mail belong in the group {SUBMIT_GROUP}",
             path,
         )
     what = exc.strerror or str(exc)

@@ -43,10 +43,14 @@ def control_path(cfg: Config) -> Path:
 
 
 def daemon_running(state_dir: Path) -> bool:
-    """True if a daemon holds the state directory's lock."""
+    """True if a daemon holds the state directory's lock.
+
+    A caller that may not open the lock (not root, not the user exactmaild)
+    gets the PermissionError: it cannot know, and must not be told "not running".
+    """
     try:
         fd = os.open(state_dir / LOCK_NAME, os.O_RDONLY)
-    except OSError:
+    except (FileNotFoundError, NotADirectoryError):
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
