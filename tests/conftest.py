@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.smtp",
     "tests.fixtures.dovecot",
     "tests.fixtures.tokens",
+    "tests.fixtures.deb",
 ]

@@ -111,20 +111,6 @@ class Root:
 
 
 @pytest.fixture(scope="module")
-def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("deb")
-    result = subprocess.run(
-        ["bash", str(REPO / "packaging/build-deb.sh"), str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    (package,) = out.glob("exactmaild_*.deb")
-    return package
-
-
-@pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Root]:
     path = tmp_path_factory.mktemp("debian-root") / "root"
     started = time.monotonic()

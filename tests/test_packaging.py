@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -71,25 +70,6 @@ def clean_env() -> dict[str, str]:
         for k, v in os.environ.items()
         if k not in {"PYTHONHOME", "PYTHONPATH", "VIRTUAL_ENV", "PYTHONSTARTUP"}
     }
-
-
-@pytest.fixture(scope="module")
-def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("deb")
-    started = time.monotonic()
-    result = subprocess.run(
-        ["bash", str(REPO / "packaging/build-deb.sh"), str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    elapsed = time.monotonic() - started
-    print(f"package built in {elapsed:.1f} s")
-    assert elapsed < 120, "the package build should take well under a minute"
-    (package,) = out.glob("exactmaild_*.deb")
-    assert Path(result.stdout.strip().splitlines()[-1]) == package
-    return package
 
 
 @pytest.fixture(scope="module")
