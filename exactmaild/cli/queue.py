@@ -8,7 +8,6 @@ that starting the program stays cheap for the commands that do not need them.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
@@ -19,6 +18,10 @@ from exactmaild.cli.paths import load_config
 from exactmaild.core.errors import EX_OK, BadMessage, NotAvailable, TemporaryFailure
 
 if TYPE_CHECKING:
+    # Annotations only: exactmaild-sendmail imports this module and parses
+    # its flags by hand.
+    import argparse
+
     from exactmaild.config.model import Config
     from exactmaild.outbox.spool import Spool
 
