@@ -12,6 +12,8 @@ command's imports to reach `sendmail_main`.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -27,8 +29,19 @@ def __getattr__(name: str) -> Any:
     if name not in _WHERE:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-    # `main` is also the name of the submodule that defines it, and importing
-    # a submodule binds the package's attribute to the module: bind the name
-    # to the function, as an eager `from exactmaild.cli.main import main` did.
     globals()[name] = value
     return value
+
+
+class _Package(types.ModuleType):
+    def __setattr__(self, name: str, value: Any) -> None:
+        # `main` is also the submodule that defines it, and importing a
+        # submodule binds the package's attribute to the module: keep the
+        # name for the function (the `exactmaild` script's entry point), as
+        # an eager `from exactmaild.cli.main import main` did.
+        if name == "main" and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
