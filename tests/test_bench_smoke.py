@@ -2,7 +2,7 @@
 end and print its ratio line. The real figures come from running the scripts
 by hand (docs/benchmarks.md); this only keeps them from rotting.
 
-All six run at once (they are independent processes on their own ports and
+All of them run at once (they are independent processes on their own ports and
 temp dirs), so the whole module takes about as long as the slowest one.
 """
 
@@ -32,6 +32,7 @@ RUNS: dict[str, list[str]] = {
     "scale": ["--n", "200", "--repeat", "1"],
     "idle": ["--seconds", "3", "--repeat", "1"],
     "receive": ["--old", "50", "--small", "10", "--new", "3", "--repeat", "1"],
+    "fleet": ["--accounts", "2", "--seconds", "2", "--messages", "1", "--every", "1m"],
 }
 
 

@@ -1,0 +1,451 @@
+"""Many practices on one host: N daemons (default 50), one SMTP sink, one Dovecot.
+
+What it measures: N `exactmaild run` processes, each with its own config,
+password file, spool, state, Maildir and metrics port, as `exactmaild@.service`
+runs them; all send to one aiosmtpd (AUTH accepted, in its own process) and
+check their own IMAP account (implicit TLS) on one Dovecot every `--every`
+(default 5m), each account holding `--inbox` new messages at start.
+
+1. start-up to READY: from fork to the READY=1 datagram on the daemon's own
+   NOTIFY_SOCKET (systemd's notify protocol), and the CPU that took: one
+   daemon alone, then the other N-1 started at once (a host booting);
+2. the first checks: every account's messages delivered into its Maildir;
+3. idle: total utime + stime (/proc/PID/stat, all threads) of all daemons
+   over `--seconds` (default 300, so one scheduled check of each falls in
+   the window) with nothing to send and nothing scraping them, as a share
+   of one core; then memory: VmRSS and VmHWM (/proc/PID/status), and PSS
+   (/proc/PID/smaps_rollup: shared pages such as libpython and libcrypto
+   divided among the processes that map them, so the total is what the host
+   really gives them);
+4. one message: `--messages` (default 5) queued into every spool at once
+   (paced: `delay: 1s`); the CPU each daemon spent beyond its idle rate,
+   per message;
+5. one scrape of every /metrics (prometheus-client is imported on the first
+   one), then memory again.
+
+Targets: an idle daemon at most 20 MB RSS; 50 accounts in at most 1 GB and
+under 1% of one core idle. The ratio lines divide the measured figure by the
+target (below 1.0 meets it).
+
+    python bench/fleet.py [--accounts 50] [--seconds 300] [--messages 5] [--every 5m]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import selectors
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import yaml
+from _common import REPO, STAMP_WIDTH, free_port, machine, message, proc_cpu, table, wait_port
+
+from tests.fixtures.dovecot import MAIL_UID, Dovecot, _chown_tree, make_message, start_dovecot
+
+MB = 1024  # kB in a MB, as the figures are printed
+RSS_TARGET_MB = 20.0
+FLEET_TARGET_MB = 1024.0
+IDLE_TARGET = 0.01  # of one core
+
+_AUTHSINK = r"""
+import os, sys, time
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
+out = os.open(sys.argv[2], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+class H:
+    async def handle_DATA(self, server, session, envelope):
+        os.write(out, b"%17.6f\n" % time.time())
+        return "250 2.0.0 OK"
+def accept(server, session, envelope, mechanism, auth_data):
+    return AuthResult(success=True)
+c = Controller(H(), hostname="127.0.0.1", port=int(sys.argv[1]), authenticator=accept,
+               auth_require_tls=False)
+c.start()
+print("ready", flush=True)
+try:
+    sys.stdin.read()
+finally:
+    c.stop()
+"""
+
+
+class AuthSink:
+    """aiosmtpd that accepts any login (the daemons log in, as to a provider)."""
+
+    def __init__(self, work: Path) -> None:
+        self.port = free_port()
+        self.path = work / "sink.txt"
+        self.path.touch()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _AUTHSINK, str(self.port), str(self.path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        assert self.proc.stdout is not None
+        if self.proc.stdout.readline().strip() != b"ready":
+            raise RuntimeError("aiosmtpd did not start (pip install aiosmtpd)")
+        wait_port(self.port)
+
+    @property
+    def count(self) -> int:
+        return os.stat(self.path).st_size // STAMP_WIDTH
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@dataclass
+class Account:
+    """One practice: its directory, config, notify socket and daemon process."""
+
+    n: int
+    dir: Path
+    metrics_port: int
+    notify: socket.socket
+    proc: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    ready: float | None = None
+    cpu_at_ready: float = 0.0
+    log: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = self.dir / "daemon.log"
+
+    @property
+    def user(self) -> str:
+        return f"practice{self.n:03d}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self) -> None:
+        env = {**os.environ, "NOTIFY_SOCKET": str(self.dir / "notify.sock")}
+        with self.log.open("wb") as out:
+            self.started = time.monotonic()
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "exactmaild",
+                    "-c",
+                    str(self.dir / "exactmaild.yaml"),
+                    "run",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+                env=env,
+            )
+
+    def delivered(self) -> int:
+        new = self.dir / "inbox" / "new"
+        return sum(1 for _ in new.iterdir()) if new.is_dir() else 0
+
+
+def write_account(
+    n: int, base: Path, dovecot_dir: Path, imaps: int, sink_port: int, every: str
+) -> Account:
+    d = base / f"account-{n:03d}"
+    d.mkdir(parents=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(d / "notify.sock"))
+    acct = Account(n, d, free_port(), sock)
+    pw = d / "password"
+    pw.write_text("secret\n")
+    pw.chmod(0o600)
+    cfg = {
+        "timezone": "UTC",
+        "account": {
+            "address": f"{acct.user}@practice.example",
+            "display_name": f"Practice {n}",
+            "auth": {"method": "password", "username": acct.user, "password_file": str(pw)},
+        },
+        "incoming": {
+            "protocol": "imap",
+            "host": "127.0.0.1",
+            "port": imaps,
+            "security": "tls",
+            "tls_ca_file": str(dovecot_dir / "cert.pem"),
+        },
+        "outgoing": {"host": "127.0.0.1", "port": sink_port, "security": "none"},
+        "schedule": {"every": every},
+        "receive": {"maildir": str(d / "inbox")},
+        "send": {"delay": "1s", "daily_limit": 500},
+        "spool": {"dir": str(d / "spool")},
+        "state_dir": str(d / "state"),
+        "metrics": {"listen": f"127.0.0.1:{acct.metrics_port}"},
+        "log": {"format": "json", "level": "info"},
+    }
+    (d / "exactmaild.yaml").write_text(yaml.safe_dump(cfg))
+    return acct
+
+
+def fleet_dovecot(accounts: int, inbox: int) -> Dovecot:
+    """One Dovecot with `accounts` users, each with `inbox` new messages."""
+    users: list[str] = []
+
+    def configure(d: Path, conf: str) -> str:
+        for n in range(accounts):
+            user = f"practice{n:03d}"
+            users.append(f"{user}:{{PLAIN}}secret:8:8::{d}/mail/{user}::")
+        (d / "fleet-users").write_text("\n".join(users) + "\n")
+        return conf.replace(f"{d}/users", f"{d}/fleet-users")
+
+    server = start_dovecot(configure=configure, prefix="exactmaild-bench-fleet-dovecot-")
+    for n in range(accounts):
+        maildir = server.dir / "mail" / f"practice{n:03d}" / "Maildir"
+        for sub in ("tmp", "new", "cur"):
+            (maildir / sub).mkdir(parents=True, exist_ok=True)
+        for i in range(inbox):
+            data = make_message(i, subject=f"for practice {n}, {i}")
+            (maildir / "new" / f"{time.time():.6f}.P{os.getpid()}Q{n}_{i}.bench").write_bytes(data)
+        _chown_tree(server.dir / "mail" / f"practice{n:03d}")
+    os.chown(server.dir / "mail", MAIL_UID, MAIL_UID)
+    return server
+
+
+def wait_ready(accts: list[Account], timeout: float) -> None:
+    """Read each account's NOTIFY_SOCKET until READY=1 (or the daemon exits)."""
+    sel = selectors.DefaultSelector()
+    for a in accts:
+        sel.register(a.notify, selectors.EVENT_READ, a)
+    waiting = len(accts)
+    deadline = time.monotonic() + timeout
+    while waiting and time.monotonic() < deadline:
+        for key, _ in sel.select(0.5):
+            a = key.data
+            data = a.notify.recv(4096)
+            if a.ready is None and b"READY=1" in data.split(b"\n"):
+                a.ready = time.monotonic()
+                a.cpu_at_ready = proc_cpu(a.pid)
+                sel.unregister(a.notify)
+                waiting -= 1
+        for a in accts:
+            if a.ready is None and a.proc is not None and a.proc.poll() is not None:
+                raise RuntimeError(f"{a.user} exited: {a.log.read_text()[-1500:]}")
+    sel.close()
+    if waiting:
+        raise RuntimeError(f"{waiting} daemons not READY after {timeout} s")
+
+
+def memory(pid: int) -> dict[str, int]:
+    """VmRSS, VmHWM (status) and Pss, Private (smaps_rollup) in kB."""
+    out: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(("VmRSS:", "VmHWM:")):
+            out[line.split(":")[0]] = int(line.split()[1])
+    priv = 0
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            out["Pss"] = int(line.split()[1])
+        elif line.startswith(("Private_Clean:", "Private_Dirty:")):
+            priv += int(line.split()[1])
+    out["Private"] = priv
+    return out
+
+
+def memory_row(label: str, accts: list[Account]) -> list[object]:
+    mems = [memory(a.pid) for a in accts]
+    rss = [m["VmRSS"] / MB for m in mems]
+    return [
+        label,
+        sum(rss),
+        sum(m["Pss"] for m in mems) / MB,
+        statistics.median(rss),
+        max(rss),
+        statistics.median(m["Private"] / MB for m in mems),
+        max(m["VmHWM"] / MB for m in mems),
+    ]
+
+
+def wait_for(what: str, cond: object, timeout: float) -> float:
+    assert callable(cond)
+    t0 = time.monotonic()
+    while not cond():
+        if time.monotonic() - t0 > timeout:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+    return time.monotonic() - t0
+
+
+def run(args: argparse.Namespace, base: Path) -> int:
+    print(
+        f"# fleet: {args.accounts} accounts, idle window {args.seconds:g} s, check every "
+        f"{args.every}, {args.messages} messages each; {machine()}"
+    )
+    server = fleet_dovecot(args.accounts, args.inbox)
+    ddir = server.dir
+    sink = AuthSink(base)
+    accts = [
+        write_account(n, base, ddir, server.imaps, sink.port, args.every)
+        for n in range(args.accounts)
+    ]
+    try:
+        # 1. start-up to READY: one alone, then the rest at once.
+        accts[0].start()
+        wait_ready(accts[:1], 60)
+        for a in accts[1:]:
+            a.start()
+        wait_ready(accts[1:], 300)
+        alone = accts[0].ready - accts[0].started  # type: ignore[operator]
+        together = [a.ready - a.started for a in accts[1:]]  # type: ignore[operator]
+        print()
+        print(
+            table(
+                ["start-up to READY", "daemons", "median s", "max s", "CPU s each (median)"],
+                [
+                    ["one alone", 1, alone, alone, accts[0].cpu_at_ready],
+                    [
+                        "the rest at once",
+                        len(together),
+                        statistics.median(together) if together else 0.0,
+                        max(together, default=0.0),
+                        statistics.median(a.cpu_at_ready for a in accts[1:]) if together else 0.0,
+                    ],
+                ],
+            )
+        )
+        # 2. every account's first check has delivered its messages.
+        took = wait_for(
+            "the first checks", lambda: all(a.delivered() >= args.inbox for a in accts), 300
+        )
+        print(
+            f"\nfirst checks: {args.inbox} messages into each of {len(accts)} Maildirs, "
+            f"all done {took:.1f} s after the last READY"
+        )
+        time.sleep(2.0)
+        mem_rows = [memory_row("after start and the first check", accts)]
+        # 3. idle: nothing to send, nobody scraping.
+        cpu0 = {a.n: proc_cpu(a.pid) for a in accts}
+        t0 = time.monotonic()
+        time.sleep(args.seconds)
+        idle_secs = time.monotonic() - t0
+        cpu1 = {a.n: proc_cpu(a.pid) for a in accts}
+        idle_cpu = sum(cpu1[a.n] - cpu0[a.n] for a in accts)
+        idle_share = idle_cpu / idle_secs
+        mem_rows.append(memory_row(f"after {args.seconds:g} s idle", accts))
+        # 4. messages: M into every spool at once.
+        if args.messages:
+            before = sink.count
+            for a in accts:
+                spool = a.dir / "spool"
+                for i in range(args.messages):
+                    name = f"fleet{i:04d}"
+                    (spool / "tmp" / name).write_bytes(message(i))
+                    os.rename(spool / "tmp" / name, spool / "new" / name)
+            m0 = time.monotonic()
+            c0 = {a.n: proc_cpu(a.pid) for a in accts}
+            total = args.messages * len(accts)
+            took = wait_for(
+                "the messages", lambda: sink.count - before >= total, 60 + 5 * args.messages
+            )
+            time.sleep(1.0)  # the last records and tidying
+            window = time.monotonic() - m0
+            per_msg = sorted(
+                max(0.0, proc_cpu(a.pid) - c0[a.n] - (cpu1[a.n] - cpu0[a.n]) / idle_secs * window)
+                / args.messages
+                for a in accts
+            )
+            print(
+                f"\nmessages: {total} ({args.messages} a daemon, paced 1 s) into the sink in "
+                f"{took:.1f} s; CPU a message, beyond the idle rate: median "
+                f"{statistics.median(per_msg) * 1000:.1f} ms, max {per_msg[-1] * 1000:.1f} ms"
+            )
+            mem_rows.append(memory_row(f"after {args.messages} messages each", accts))
+        # 5. one scrape of each.
+        for a in accts:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{a.metrics_port}/metrics", timeout=10
+            ) as r:
+                r.read()
+        time.sleep(1.0)
+        mem_rows.append(memory_row("after one scrape each", accts))
+        print()
+        print(
+            table(
+                ["memory", "RSS MB", "PSS MB", "RSS each", "max", "private each", "peak max"],
+                mem_rows,
+            )
+        )
+        print(
+            f"\nidle CPU: {idle_cpu:.2f} CPU s over {idle_secs:.0f} s for {len(accts)} daemons = "
+            f"{idle_share * 100:.3f}% of one core ({idle_cpu / len(accts) / idle_secs * 60:.4f} "
+            "CPU s a minute each)"
+        )
+        idle_rss = float(mem_rows[1][3])  # type: ignore[arg-type]
+        total_rss = max(float(r[1]) for r in mem_rows)  # type: ignore[arg-type]
+        scale = 50 / len(accts)
+        print(
+            f"ratio idle-rss-per-daemon/target: {idle_rss / RSS_TARGET_MB:.3f} "
+            f"(median {idle_rss:.1f} MB unscraped; target {RSS_TARGET_MB:g} MB)"
+        )
+        print(
+            f"ratio fleet-rss/target: {total_rss * scale / FLEET_TARGET_MB:.3f} "
+            f"(largest total {total_rss:.0f} MB RSS for {len(accts)}, scaled to 50; "
+            f"target {FLEET_TARGET_MB:g} MB)"
+        )
+        print(
+            f"ratio idle-cpu/target: {idle_share * scale / IDLE_TARGET:.3f} "
+            f"({idle_share * 100:.3f}% of a core for {len(accts)}, scaled to 50; "
+            f"target {IDLE_TARGET * 100:g}%)"
+        )
+    finally:
+        for a in accts:
+            if a.proc is not None and a.proc.poll() is None:
+                a.proc.send_signal(signal.SIGTERM)
+        for a in accts:
+            if a.proc is not None:
+                try:
+                    a.proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    a.proc.kill()
+                    a.proc.wait()
+            a.notify.close()
+        sink.close()
+        server.stop()
+        if not os.environ.get("BENCH_KEEP"):
+            shutil.rmtree(ddir, ignore_errors=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--accounts", type=int, default=50)
+    ap.add_argument("--seconds", type=float, default=300.0, help="the idle window")
+    ap.add_argument("--messages", type=int, default=5, help="queued into each spool")
+    ap.add_argument("--inbox", type=int, default=2, help="new messages in each account at start")
+    ap.add_argument("--every", default="5m", help="schedule.every of each daemon")
+    args = ap.parse_args(argv)
+    base = Path(os.environ.get("TMPDIR", "/tmp")) / f"exactmaild-bench-fleet-{os.getpid()}"
+    base.mkdir()
+    try:
+        return run(args, base)
+    finally:
+        with contextlib.suppress(OSError):
+            if not os.environ.get("BENCH_KEEP"):
+                shutil.rmtree(base)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
