@@ -28,6 +28,7 @@ under 1% of one core idle. The ratio lines divide the measured figure by the
 target (below 1.0 meets it).
 
     python bench/fleet.py [--accounts 50] [--seconds 300] [--messages 5] [--every 5m]
+                          [--python VENV/bin/python]
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import random
 import selectors
 import shutil
 import signal
@@ -139,7 +141,7 @@ class Account:
         assert self.proc is not None
         return self.proc.pid
 
-    def start(self) -> None:
+    def start(self, python: str) -> None:
         env = {**os.environ, "NOTIFY_SOCKET": str(self.dir / "notify.sock")}
         with self.log.open("wb") as out:
             self.started = time.monotonic()
@@ -163,6 +165,16 @@ class Account:
         return sum(1 for _ in new.iterdir()) if new.is_dir() else 0
 
 
+def metrics_port() -> int:
+    """A free port below the ephemeral range (32768 and up here): the daemons bind
+    theirs only once started, and an ephemeral one may be some client's by then."""
+    while True:
+        port = random.randrange(20000, 30000)
+        with socket.socket() as s, contextlib.suppress(OSError):
+            s.bind(("127.0.0.1", port))
+            return port
+
+
 def write_account(
     n: int, base: Path, dovecot_dir: Path, imaps: int, sink_port: int, every: str
 ) -> Account:
@@ -170,7 +182,7 @@ def write_account(
     d.mkdir(parents=True)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(d / "notify.sock"))
-    acct = Account(n, d, free_port(), sock)
+    acct = Account(n, d, metrics_port(), sock)
     pw = d / "password"
     pw.write_text("secret\n")
     pw.chmod(0o600)
@@ -292,7 +304,7 @@ def wait_for(what: str, cond: object, timeout: float) -> float:
 def run(args: argparse.Namespace, base: Path) -> int:
     print(
         f"# fleet: {args.accounts} accounts, idle window {args.seconds:g} s, check every "
-        f"{args.every}, {args.messages} messages each; {machine()}"
+        f"{args.every}, {args.messages} messages each; python {args.python}; {machine()}"
     )
     server = fleet_dovecot(args.accounts, args.inbox)
     ddir = server.dir
@@ -303,10 +315,10 @@ def run(args: argparse.Namespace, base: Path) -> int:
     ]
     try:
         # 1. start-up to READY: one alone, then the rest at once.
-        accts[0].start()
+        accts[0].start(args.python)
         wait_ready(accts[:1], 60)
         for a in accts[1:]:
-            a.start()
+            a.start(args.python)
         wait_ready(accts[1:], 300)
         alone = accts[0].ready - accts[0].started  # type: ignore[operator]
         together = [a.ready - a.started for a in accts[1:]]  # type: ignore[operator]
@@ -436,6 +448,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--messages", type=int, default=5, help="queued into each spool")
     ap.add_argument("--inbox", type=int, default=2, help="new messages in each account at start")
     ap.add_argument("--every", default="5m", help="schedule.every of each daemon")
+    ap.add_argument(
+        "--python",
+        default=sys.executable,
+        help="the daemons' interpreter, e.g. of a venv with exactmaild installed as users "
+        "install it (no editable finder, no development tools); default: this one",
+    )
     args = ap.parse_args(argv)
     base = Path(os.environ.get("TMPDIR", "/tmp")) / f"exactmaild-bench-fleet-{os.getpid()}"
     base.mkdir()

@@ -8,7 +8,6 @@ that starting the program stays cheap for the commands that do not need them.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -112,6 +111,8 @@ def _list(cfg: Config, spool: Spool, *, as_json: bool) -> int:
             }
         )
     if as_json:
+        import json  # here: exactmaild-sendmail imports this module for queue_message
+
         print(json.dumps(rows, indent=1))
         return EX_OK
     if not rows:
