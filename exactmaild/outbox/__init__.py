@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from exactmaild.outbox.claim import Claim, OutOfOrder, Phase, Queued, Settlement
     from exactmaild.outbox.index import Fifo, RetryIndex
     from exactmaild.outbox.levels import Snapshot
-    from exactmaild.outbox.outbox import MAX_CRASH_CLAIMS, Outbox
+    from exactmaild.outbox.outbox import Outbox
+    from exactmaild.outbox.recovery import MAX_CRASH_CLAIMS
     from exactmaild.outbox.spool import REASON_SUFFIX, Entry, Spool, new_queue_id, valid_name
     from exactmaild.outbox.storage import is_storage_problem
 
@@ -34,7 +35,7 @@ _WHERE = {
     "Fifo": "index",
     "RetryIndex": "index",
     "Snapshot": "levels",
-    "MAX_CRASH_CLAIMS": "outbox",
+    "MAX_CRASH_CLAIMS": "recovery",
     "Outbox": "outbox",
     "REASON_SUFFIX": "spool",
     "Entry": "spool",

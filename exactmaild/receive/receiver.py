@@ -152,7 +152,7 @@ class Receiver:
         # is imported only by the configurations that strip or extract.
         out = data if rcv.attachments == "keep" else self._attachments(data)
         try:
-            return maildir.deliver(rcv.maildir, out)
+            return maildir.deliver(rcv.maildir, out, group=rcv.group)
         except OSError as exc:
             raise DeliveryFailure(
                 f"deliver: cannot write into receive.maildir {rcv.maildir} ({exc}): "
