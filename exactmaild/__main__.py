@@ -2,6 +2,7 @@
 
 import sys
 
-from exactmaild.cli.main import main
+# Through the package, so that `exactmaild.cli.main` stays the function (see cli/__init__).
+from exactmaild.cli import main
 
 sys.exit(main())

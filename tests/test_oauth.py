@@ -17,7 +17,7 @@ from exactmaild.auth.credentials import credentials_for
 from exactmaild.auth.oauth import OAuth2Credentials, TokenCache
 from exactmaild.config.model import Account, Auth
 from exactmaild.core.errors import AccountFailure, TemporaryFailure
-from exactmaild.daemon.metrics import OAuthCollector
+from exactmaild.daemon.exposition import OAuthCollector
 from tests.fixtures.smtp import free_port
 from tests.fixtures.tokens import CLIENT_ID, CLIENT_SECRET, TokenServer, start_token_server
 

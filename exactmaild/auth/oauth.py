@@ -34,7 +34,7 @@ Tokens never appear in an exception message, a repr or a log line.
 
 The `TokenCache` also counts refused logins (a mail server refused the
 password or access token) and refused grants, which the daemon's metrics
-export with the token expiry (`exactmaild.daemon.metrics.OAuthCollector`).
+export with the token expiry (`exactmaild.daemon.exposition.OAuthCollector`).
 """
 
 from __future__ import annotations
@@ -53,14 +53,6 @@ from exactmaild.auth.secrets import (
     SecretError,
     read_secret,
     write_secret,
-)
-from exactmaild.auth.tokens import (
-    DEFAULT_EXPIRES_IN,
-    TOKEN_TIMEOUT,
-    endpoint_host,
-    post_form,
-    refresh_refusal,
-    seconds_field,
 )
 from exactmaild.config.model import Account, Auth
 from exactmaild.core.errors import AccountFailure
@@ -169,16 +161,21 @@ class OAuth2Credentials:
         account: Account,
         tokens: TokenCache,
         *,
-        timeout: float = TOKEN_TIMEOUT,
+        timeout: float | None = None,
         log: Log | None = None,
     ) -> None:
+        # The token endpoint's HTTP client (urllib.request, http.client) is
+        # imported by the accounts that use OAuth2, not with the TokenCache
+        # every daemon holds: here and in _endpoint and _refresh.
+        from exactmaild.auth.tokens import TOKEN_TIMEOUT
+
         auth = account.auth
         if auth.method != "oauth2":
             raise ValueError(f"OAuth2Credentials for method {auth.method}")
         self._account = account
         self._auth = auth
         self._tokens = tokens
-        self.timeout = timeout
+        self.timeout = TOKEN_TIMEOUT if timeout is None else timeout
         self.log = log if log is not None else _log
         self._state = tokens.state_for(auth, self.username)
 
@@ -191,6 +188,8 @@ class OAuth2Credentials:
 
     @property
     def _endpoint(self) -> str:
+        from exactmaild.auth.tokens import endpoint_host
+
         return endpoint_host(self._auth.token_url or "")
 
     @property
@@ -241,6 +240,13 @@ class OAuth2Credentials:
         return on_disk
 
     def _refresh(self, state: TokenState) -> str:
+        from exactmaild.auth.tokens import (
+            DEFAULT_EXPIRES_IN,
+            post_form,
+            refresh_refusal,
+            seconds_field,
+        )
+
         auth = self._auth
         if not auth.token_url or not auth.client_id:
             raise AccountFailure("account.auth.token_url and client_id are needed for oauth2")

@@ -9,8 +9,6 @@ that starting the program stays cheap for the commands that do not need them.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +23,10 @@ from exactmaild.core.errors import (
 )
 
 if TYPE_CHECKING:
+    # Annotations only: exactmaild-sendmail imports this module and parses
+    # its flags by hand.
+    import argparse
+
     from exactmaild.config.model import Config
     from exactmaild.outbox.spool import Spool
 
@@ -165,6 +167,8 @@ def _list(cfg: Config, spool: Spool, *, as_json: bool) -> int:
             }
         )
     if as_json:
+        import json  # here: exactmaild-sendmail imports this module for queue_message
+
         print(json.dumps(rows, indent=1))
         return EX_OK
     if not rows:

@@ -11,7 +11,6 @@ public ones (re-exported by `exactmaild.config.load`) directly.
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import ipaddress
 import math
 import os
@@ -297,5 +296,7 @@ def is_loopback(host: str) -> bool:
 
 def suggest(word: str, choices: Iterable[str]) -> str:
     """ "; did you mean 'x'?" when one choice is close, else ""."""
+    import difflib  # only for a problem's "did you mean"
+
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""

@@ -6,9 +6,9 @@
   (reload.py);
 - the state-directory lock and the control socket (control.py),
   systemd's notify protocol (systemd.py), the STATUS= line
-  (statusline.py), the metrics registry and its HTTP endpoint
-  (metrics.py), logging (logs.py), and detaching without systemd
-  (detach.py).
+  (statusline.py), the metrics and their port (metrics.py; the
+  prometheus-client exposition, exposition.py, is imported at the first
+  scrape), logging (logs.py), and detaching without systemd (detach.py).
 
 Imported on first use (PEP 562): `flush` and `status` need the control
 socket, not prometheus_client.

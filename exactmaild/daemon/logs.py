@@ -14,10 +14,10 @@ from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any, TextIO
 
-import structlog
-
 from exactmaild.config.model import LogConfig
-from exactmaild.core.log import Log, get_log
+
+# structlog as exactmaild.core.log imported it: without rich (see there).
+from exactmaild.core.log import Log, get_log, structlog
 
 _SECRET_KEYS = ("password", "secret", "token", "authorization")
 _file: TextIO | None = None  # the log file configure() opened, if any

@@ -6,16 +6,44 @@
 - `Spool` (spool.py): the only code that renames or removes spool files;
 - the queue index in memory (index.py) and the levels everyone reports
   (levels.py).
+
+Imported on first use (PEP 562): `exactmaild-sendmail` and `submit` need
+only the spool, not the Claim (structlog) nor the state store (SQLite).
 """
 
-from exactmaild.outbox.claim import Claim, OutOfOrder, Phase, Queued, Settlement
-from exactmaild.outbox.index import Fifo, RetryIndex
-from exactmaild.outbox.levels import Snapshot
-from exactmaild.outbox.outbox import Outbox
-from exactmaild.outbox.recovery import MAX_CRASH_CLAIMS
-from exactmaild.outbox.spool import REASON_SUFFIX, Entry, Spool, new_queue_id, valid_name
-from exactmaild.outbox.storage import is_storage_problem
+from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from exactmaild.core.lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from exactmaild.outbox.claim import Claim, OutOfOrder, Phase, Queued, Settlement
+    from exactmaild.outbox.index import Fifo, RetryIndex
+    from exactmaild.outbox.levels import Snapshot
+    from exactmaild.outbox.outbox import Outbox
+    from exactmaild.outbox.recovery import MAX_CRASH_CLAIMS
+    from exactmaild.outbox.spool import REASON_SUFFIX, Entry, Spool, new_queue_id, valid_name
+    from exactmaild.outbox.storage import is_storage_problem
+
+_WHERE = {
+    "Claim": "claim",
+    "OutOfOrder": "claim",
+    "Phase": "claim",
+    "Queued": "claim",
+    "Settlement": "claim",
+    "Fifo": "index",
+    "RetryIndex": "index",
+    "Snapshot": "levels",
+    "MAX_CRASH_CLAIMS": "recovery",
+    "Outbox": "outbox",
+    "REASON_SUFFIX": "spool",
+    "Entry": "spool",
+    "Spool": "spool",
+    "new_queue_id": "spool",
+    "valid_name": "spool",
+    "is_storage_problem": "storage",
+}
 __all__ = [
     "MAX_CRASH_CLAIMS",
     "REASON_SUFFIX",
@@ -34,3 +62,5 @@ __all__ = [
     "new_queue_id",
     "valid_name",
 ]
+
+__getattr__ = lazy_attributes(__name__, _WHERE)

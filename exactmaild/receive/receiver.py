@@ -24,7 +24,6 @@ from exactmaild.auth.tls import TlsContexts
 from exactmaild.config.model import Config
 from exactmaild.core.errors import ExactmailError, TemporaryFailure
 from exactmaild.core.log import Log, get_log
-from exactmaild.receive import attachments
 from exactmaild.receive.mailbox import DEFAULT_TIMEOUT, detail_of, open_mailbox, step_of
 from exactmaild.receive.mailbox.imap import IMAPMailbox
 from exactmaild.store import maildir
@@ -121,7 +120,10 @@ class Receiver:
         )
         return CheckResult(delivered=delivered, sent_elsewhere=sent_elsewhere, error=error)
 
-    def _deliver(self, data: bytes) -> Path:
+    def _attachments(self, data: bytes) -> bytes:
+        """`receive.attachments` strip or extract applied to one message."""
+        from exactmaild.receive import attachments
+
         rcv = self.cfg.receive
         assert rcv is not None
         try:
@@ -141,8 +143,16 @@ class Receiver:
             result = attachments.Result(data)
         for path in result.extracted:
             self.log.info("receive_attachment_extracted", path=str(path))
+        return result.data
+
+    def _deliver(self, data: bytes) -> Path:
+        rcv = self.cfg.receive
+        assert rcv is not None
+        # keep: byte for byte, and the attachments code (its parser, mimetypes)
+        # is imported only by the configurations that strip or extract.
+        out = data if rcv.attachments == "keep" else self._attachments(data)
         try:
-            return maildir.deliver(rcv.maildir, result.data, group=rcv.group)
+            return maildir.deliver(rcv.maildir, out, group=rcv.group)
         except OSError as exc:
             raise DeliveryFailure(
                 f"deliver: cannot write into receive.maildir {rcv.maildir} ({exc}): "

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import email.utils
 import functools
-import html
 import re
 from dataclasses import dataclass
 from email import policy
-from email.generator import BytesGenerator
 from email.message import EmailMessage
 from email.parser import BytesParser
 from io import BytesIO
@@ -125,6 +123,8 @@ def _append_signature(msg: EmailMessage, signature: str) -> None:
         plain.set_content(text + sep + "\n-- \n" + signature.rstrip("\n") + "\n", subtype="plain")
     htmlpart = msg.get_body(preferencelist=("html",))
     if isinstance(htmlpart, EmailMessage) and not htmlpart.is_attachment():
+        import html  # here: `submit` and exactmaild-sendmail import this module, not this
+
         body = htmlpart.get_content()
         block = (
             '<div class="signature">-- <br>'
@@ -202,6 +202,9 @@ def _prepare_slow(
         except (KeyError, LookupError, ValueError) as exc:
             # An unknown charset or a broken part: send it as it is rather than fail it.
             del exc
+    # Imported here: `submit` and exactmaild-sendmail only check and parse.
+    from email.generator import BytesGenerator
+
     out = BytesIO()
     BytesGenerator(out, policy=_SMTP_POLICY).flatten(msg)
     return Prepared(sender, tuple(rcpts), str(msg["message-id"]).strip(), out.getvalue())
