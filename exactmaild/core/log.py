@@ -10,23 +10,13 @@ and fields). `get_log` returns one by name; structlog itself types
 
 from __future__ import annotations
 
-import sys
+import structlog as structlog
+from structlog.typing import FilteringBoundLogger
 
-# structlog imports rich (and better_exceptions) when they are installed, for
-# pretty tracebacks in its console renderer. exactmaild formats exceptions
-# itself (`format_exc_info`) and never asks for them, and rich alone costs each
-# daemon about 5 MB and 50 ms at start. So they are hidden while structlog is
-# imported (None in sys.modules reads as "not installed"), then unhidden for
-# anyone else in the process. This module is the first to import structlog
-# (exactmaild.daemon.logs takes it from here).
-_HIDDEN = [name for name in ("rich", "better_exceptions") if name not in sys.modules]
-sys.modules.update(dict.fromkeys(_HIDDEN))  # type: ignore[arg-type]
-try:
-    import structlog as structlog
-    from structlog.typing import FilteringBoundLogger
-finally:
-    for _name in _HIDDEN:
-        del sys.modules[_name]
+# structlog's console renderer uses rich for tracebacks when it is installed
+# beside it; exactmaild formats exceptions itself. Nothing exactmaild ships
+# or tests with installs rich (import-linter, which would, has a venv of its
+# own: requirements/lint.in), so no daemon carries its ~5 MB.
 
 Log = FilteringBoundLogger
 
