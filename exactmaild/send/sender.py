@@ -251,7 +251,10 @@ class Sender:
                 self._ready = job
                 # The next send is a while off: don't hold the connection open for it.
                 self._close_if_idle(due - now)
-                return min(due, ob.next_retry_time()) - now
+                # A retry already due waits behind the job picked before it came
+                # due: waking for it would only spin until `due`.
+                retry = ob.next_retry_time()
+                return (due if retry <= now else min(due, retry)) - now
             self._ready = None
         # The send itself runs without the lock: a scrape or a reload must not
         # wait for a slow SMTP server.
