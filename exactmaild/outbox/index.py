@@ -55,6 +55,10 @@ class Fifo:
     def first(self) -> str | None:
         return self._order[0] if self._order else None
 
+    def names(self) -> list[str]:
+        """Oldest first: the order they will be sent in."""
+        return list(self._order)
+
     def discard(self, name: str) -> None:
         if name in self._names:
             self._names.discard(name)

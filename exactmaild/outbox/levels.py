@@ -2,17 +2,20 @@
 
 The sender takes it under its lock; the metrics exposition, the systemd
 STATUS= line and `exactmaild status` all read the same figures from it, so
-they never disagree.
+they never disagree. `waiting()` lists the queue in send order for the
+forecast (`core.forecast`), whose answers the sender adds to the Snapshot.
 """
 
 from __future__ import annotations
 
 import contextlib
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from exactmaild.core.forecast import Blocker, Waiting
 from exactmaild.core.limits import Ledger
-from exactmaild.core.states import DEFERRED, NEW, PUBLIC_NAME, REPORTED
+from exactmaild.core.states import DEFERRED, NEW, PUBLIC_NAME, REPORTED, State
 from exactmaild.outbox.index import QueueIndex
 from exactmaild.outbox.spool import Spool
 from exactmaild.store.state import StateStore
@@ -33,6 +36,22 @@ class Snapshot:
     last_receive_check_timestamp: float | None = None
     paused: bool = False
     storage_ok: bool = True
+    # The forecast (core.forecast): None when nothing waits or it cannot be told.
+    blocked_by: Blocker | None = None
+    resumes_at: float | None = None
+    next_send_at: float | None = None
+    queue_done_at: float | None = None
+
+
+def waiting(index: QueueIndex, weigh: Callable[[str, State], int]) -> list[Waiting]:
+    """The queue as the sender will take it: new messages oldest first, and
+    deferred ones with their next try; `weigh` gives each one's units."""
+    queue = [Waiting(name, weigh(name, NEW)) for name in index.new.names()]
+    queue += [
+        Waiting(name, weigh(name, DEFERRED), index.deferred.get(name))
+        for name in index.deferred.names()
+    ]
+    return queue
 
 
 def measure(

@@ -32,17 +32,18 @@ import contextlib
 import errno
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from zoneinfo import ZoneInfo
 
 from exactmaild.config.model import Send
 from exactmaild.core.clock import Clock
+from exactmaild.core.forecast import Waiting
 from exactmaild.core.limits import DAY, Ledger
 from exactmaild.core.log import Log
 from exactmaild.core.states import ACTIVE, DEFERRED, FAILED, NEW, State
 from exactmaild.outbox.claim import Claim, Phase, Queued, Settlement
 from exactmaild.outbox.index import QueueIndex
-from exactmaild.outbox.levels import Snapshot, measure
+from exactmaild.outbox.levels import Snapshot, measure, waiting
 from exactmaild.outbox.spool import Spool, valid_name
 from exactmaild.outbox.storage import StorageTrouble, is_storage_problem
 from exactmaild.store.state import StateStore
@@ -368,6 +369,10 @@ class Outbox:
         return self._trouble.recover(self._write)
 
     # -- levels ---------------------------------------------------------------------------
+
+    def waiting(self, weigh: Callable[[str, State], int]) -> list[Waiting]:
+        """The queue in send order, for the forecast."""
+        return waiting(self._index, weigh)
 
     def snapshot(
         self, now: float, *, daily_limit: int, last_send: float | None, paused: bool

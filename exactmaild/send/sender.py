@@ -18,6 +18,7 @@ promises rest on. The main loop talks to this thread only through `flush()`,
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import sqlite3
 import threading
@@ -31,15 +32,18 @@ from exactmaild.core.errors import (
     PermanentFailure,
     TemporaryFailure,
 )
+from exactmaild.core.forecast import Pacing
 from exactmaild.core.log import Log
 from exactmaild.core.pause import AccountPause
 from exactmaild.core.schedule import next_send_time
 from exactmaild.core.states import NEW
 from exactmaild.outbox import Outbox, Queued, Snapshot, Spool, is_storage_problem
+from exactmaild.send.blocking import Blocking, pacing_of, with_forecast
 from exactmaild.send.jobs import Job, job_for, read_signature
 from exactmaild.send.outcomes import Outcomes, SendMetrics
 from exactmaild.send.transport import Transaction, Transport
 from exactmaild.send.waiter import Waiter
+from exactmaild.send.weights import Weights
 from exactmaild.store.state import StateStore
 
 # Keep the SMTP connection open while the next send is at most this far away.
@@ -85,6 +89,8 @@ class Sender:
         self.last_success: float | None = None
         self.pause = AccountPause()
         self._flush = False
+        self._blocking = Blocking(log)  # what holds sending back, logged when it changes
+        self._weights = Weights(spool, state)
         self._stopping = False
         self._ready: Job | None = None  # read ahead while a commit synced
         self._waiter = Waiter(spool.dir(NEW))
@@ -95,6 +101,10 @@ class Sender:
     @property
     def cfg(self) -> Config:
         return self._cfg
+
+    @property
+    def _pacing(self) -> Pacing:
+        return pacing_of(self._cfg, self.outbox.ledger)
 
     @property
     def pause_reason(self) -> str:
@@ -157,14 +167,21 @@ class Sender:
         self.wake()
 
     def snapshot(self) -> Snapshot:
+        """The levels, and the forecast worked out on a copy outside the lock
+        (a long queue takes a while: the sending thread must not wait for it)."""
         now = self.clock.time()
         with self._lock:
-            return self.outbox.snapshot(
+            levels = self.outbox.snapshot(
                 now,
                 daily_limit=self._cfg.send.daily_limit,
                 last_send=self.last_success,
                 paused=self.pause.active(now),
             )
+            queue = self.outbox.waiting(lambda name, src: self._weights.of(name, src, self._cfg))
+            self._weights.keep_only({w.name for w in queue})
+            ledger, pacing, last = copy.deepcopy(self.outbox.ledger), self._pacing, self.last_send
+            until = self.pause.until if levels.paused else None
+        return with_forecast(levels, now, ledger, queue, pacing, last, until)
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -222,6 +239,7 @@ class Sender:
                 return STORAGE_RETRY
             if job is None:
                 self._flush = False
+                self._blocking.clear()
                 nxt = ob.next_retry_time()
                 self._close_if_idle(nxt - now)
                 return nxt - now
@@ -247,6 +265,12 @@ class Sender:
                     "split the recipients over several messages",
                 )
                 return 0.0
+            # A flush covers what the cap lets go now; the first message that
+            # must wait ends it, so it never fires later in a burst.
+            self._flush = self._flush and due <= now
+            if not self._flush:
+                units = job.units if due > now else None
+                self._blocking.note(now, units, self._pacing, ob.ledger, len(ob))
             if due > now:
                 self._ready = job
                 # The next send is a while off: don't hold the connection open for it.
@@ -361,6 +385,7 @@ class Sender:
         # The reason before the pause itself: the main loop publishes the two
         # together as soon as it sees the pause.
         wait = self.pause.refused(reason, now, self._cfg.send.account_pause)
+        self._flush = False  # the flush lifted the pause; it must not outlast it
         self.metrics.send_failures.labels("account").inc()
         if first:
             self.log.error("sending_paused", reason=reason, retry_in=wait)
