@@ -8,7 +8,7 @@ them.
 from __future__ import annotations
 
 import argparse
-import json
+import sqlite3
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -71,21 +71,26 @@ def cmd_flush(args: argparse.Namespace) -> int:
             f"exactmaild is not running (no daemon holds {cfg.state_dir}); "
             "start it with `systemctl start exactmaild`"
         )
+    from exactmaild.cli.status import flush_outlook
+
+    outlook = flush_outlook(cfg)  # before the daemon acts on it
     send_control(cfg, "flush")
-    print("flush requested: checking the mailbox and sending the queue now (within the limit)")
+    print(f"flush requested: checking the mailbox; {outlook}")
     return EX_OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from exactmaild.cli.status import collect, render
+    from exactmaild.cli.status import UNKNOWN, collect, exit_code, render, to_json
 
-    cfg = load_config(args.config)
-    st = collect(cfg)
-    if args.json:
-        print(json.dumps(st, indent=1, sort_keys=True))
-    else:
-        print(render(st, color=sys.stdout.isatty()))
-    return EX_OK
+    try:
+        cfg = load_config(args.config)
+        st = collect(cfg)
+    except (ExactmailError, OSError, sqlite3.Error) as exc:
+        # Monitoring reads 3 as UNKNOWN: nothing could be told.
+        print(f"exactmaild UNKNOWN: {exc}", file=sys.stderr)
+        return UNKNOWN
+    print(to_json(st) if args.json else render(st, color=sys.stdout.isatty()))
+    return exit_code(st)
 
 
 def cmd_reset_mailbox_counter(args: argparse.Namespace) -> int:
