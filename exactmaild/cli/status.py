@@ -214,10 +214,10 @@ def _when(ts: float | None, tz: ZoneInfo, now: float) -> str:
     )
 
 
-def flush_outlook(cfg: Config) -> str:
+def flush_outlook(cfg: Config, now: float | None = None) -> str:
     """What a flush will do, from the same forecast, said before the daemon acts:
     how many go now, or why nothing can and when the next one goes."""
-    s = collect(cfg, flush=True)
+    s = collect(cfg, now, flush=True)
     tz, now = ZoneInfo(s["timezone"]), s["now"]
     waiting = s["queue"].get("queued", 0) + s["queue"].get("deferred", 0)
     if s["storage_error"]:
