@@ -129,7 +129,7 @@ class Sender:
         self._waiter.wake()
 
     def flush(self) -> None:
-        """Send what is queued now: no delay, no window; the cap still holds."""
+        """Send what the cap lets go now: no delay, no window; the rest stays paced."""
         with self._lock:
             self._flush = True
             self.pause.lift()
