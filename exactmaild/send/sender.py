@@ -38,7 +38,7 @@ from exactmaild.core.pause import AccountPause
 from exactmaild.core.schedule import next_send_time
 from exactmaild.core.states import NEW
 from exactmaild.outbox import Outbox, Queued, Snapshot, Spool, is_storage_problem
-from exactmaild.send.blocking import Blocking, pacing_of, with_forecast
+from exactmaild.send.blocking import Blocking, Forecaster, pacing_of
 from exactmaild.send.jobs import Job, job_for, read_signature
 from exactmaild.send.outcomes import Outcomes, SendMetrics
 from exactmaild.send.transport import Transaction, Transport
@@ -91,6 +91,7 @@ class Sender:
         self._flush = False
         self._blocking = Blocking(log)  # what holds sending back, logged when it changes
         self._weights = Weights(spool, state)
+        self._forecaster = Forecaster()
         self._stopping = False
         self._ready: Job | None = None  # read ahead while a commit synced
         self._waiter = Waiter(spool.dir(NEW))
@@ -181,7 +182,7 @@ class Sender:
             self._weights.keep_only({w.name for w in queue})
             ledger, pacing, last = copy.deepcopy(self.outbox.ledger), self._pacing, self.last_send
             until = self.pause.until if levels.paused else None
-        return with_forecast(levels, now, ledger, queue, pacing, last, until)
+        return self._forecaster(levels, now, ledger, queue, pacing, last, until)
 
     # -- the loop ---------------------------------------------------------------------
 
