@@ -82,10 +82,12 @@ def test_status_and_queue_list_tell_why_and_when(tmp_path: Path, smtp_server: Sm
         assert [row["id"] for row in listing] == ids
         assert [instant(row["sends_at"]) for row in listing] == [opens + 30 * k for k in range(4)]
 
-        # A failed message wants a look: WARNING.
+        # A failed message wants a look: WARNING (in --json, as `state`).
         spool.fail(spool.submit(message(9)), "new", "test")
         r = exactmaild("status", "-c", str(cfg))
         assert r.returncode == 1 and r.stdout.decode().startswith("exactmaild WARNING"), r
+        r = exactmaild("status", "--json", "-c", str(cfg))
+        assert r.returncode == 0 and json.loads(r.stdout)["state"] == "WARNING", r
     finally:
         assert d.stop() == 0
 

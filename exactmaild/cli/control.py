@@ -89,7 +89,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         # Monitoring reads 3 as UNKNOWN: nothing could be told.
         print(f"exactmaild UNKNOWN: {exc}", file=sys.stderr)
         return UNKNOWN
-    print(to_json(st) if args.json else render(st, color=sys.stdout.isatty()))
+    if args.json:
+        # For scripts: the answer is the JSON (its `state` says OK..CRITICAL).
+        print(to_json(st))
+        return EX_OK
+    print(render(st, color=sys.stdout.isatty()))
     return exit_code(st)
 
 

@@ -11,7 +11,8 @@ ends, when the next send goes and when the queue will have gone;
 Icinga can run `exactmaild status` as a check: 0 OK, 1 WARNING (sending
 paused, failed or held messages, the last mailbox check failed), 2 CRITICAL
 (the daemon is not running, the spool or state cannot be written), 3
-UNKNOWN (the configuration or the state cannot be read).
+UNKNOWN (the configuration or the state cannot be read). `status --json`
+carries the same verdict in `state` and exits 0 whenever it could answer.
 """
 
 from __future__ import annotations
