@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import pytest
 import yaml
 
 from exactmaild.cli.status import flush_outlook
 from exactmaild.config import load as configload
+from exactmaild.config.model import LogConfig
 from exactmaild.daemon import logs
 from exactmaild.daemon.control import send_control
 from exactmaild.daemon.service import Service
@@ -34,14 +34,13 @@ def offset_to(local: dt.datetime) -> float:
     return local.replace(tzinfo=LON).timestamp() - time.time()
 
 
-def test_flush_at_the_cap(
-    tmp_path: Path, smtp_server: SmtpServer, capfd: pytest.CaptureFixture[str]
-) -> None:
+def test_flush_at_the_cap(tmp_path: Path, smtp_server: SmtpServer) -> None:
     path = write_config(
         tmp_path,
         smtp_server,
         send={"immediately": False, "delay": "10s", "daily_limit": 3},
         schedule={"window": "08:00-17:00"},
+        log={"format": "json", "level": "info", "file": str(tmp_path / "daemon.log")},
     )
     spool = Spool(tmp_path / "spool")
     for n in range(20):
@@ -92,10 +91,11 @@ def test_flush_at_the_cap(
     finally:
         service.request_stop()
         loop.join(10)
+        logs.configure(LogConfig(format="json"))  # off the test's file again
     # The window closing and opening, logged once each, however many wake-ups.
     events = [
         json.loads(line).get("event")
-        for line in capfd.readouterr().out.splitlines()
+        for line in (tmp_path / "daemon.log").read_text().splitlines()
         if line.startswith("{")
     ]
     assert events.count("sending_window_closed") == 1, events
