@@ -164,3 +164,67 @@ def test_unusable_pidfile_location(tmp_path: Path) -> None:
         PidFile(tmp_path / "missing-dir" / "p.pid").acquire()
     assert info.value.exit_code == EX_CANTCREAT
     assert "missing-dir" in str(info.value)
+
+
+RUN_CONFIG = """\
+timezone: Europe/London
+account:
+  address: reception@practice.example
+  auth: {{method: password, password_file: {tmp}/password}}
+incoming: none
+outgoing: {{host: 127.0.0.1, port: 9, security: none}}
+spool: {{dir: {tmp}/spool}}
+state_dir: {tmp}/state
+metrics: {{listen: "off"}}
+"""
+
+
+def run_daemon(tmp_path: Path, mode: int = 0o600) -> tuple[subprocess.CompletedProcess[str], Path]:
+    cfg = tmp_path / "exactmaild.yaml"
+    cfg.write_text(RUN_CONFIG.format(tmp=tmp_path))
+    password = tmp_path / "password"
+    password.write_text("s3cret\n")
+    password.chmod(mode)
+    r = subprocess.run(
+        [sys.executable, "-m", "exactmaild", "run", "--daemon", "-c", str(cfg)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=60,
+    )
+    return r, tmp_path / "state" / "exactmaild.pid"
+
+
+def test_run_daemon_exits_with_the_code_of_a_daemon_that_cannot_start(tmp_path: Path) -> None:
+    """A 0644 password file: the detached daemon refuses, and `run --daemon`
+    says so on the terminal and exits 78 (it used to exit 0)."""
+    r, pidfile = run_daemon(tmp_path, mode=0o644)
+    assert r.returncode == 78, (r.stdout, r.stderr)
+    assert "can be read by other users (mode 0644)" in r.stderr
+    assert "account.auth.password_file" in r.stderr
+    assert "started" not in r.stdout
+    wait_for(lambda: not pidfile.exists())
+
+
+def test_run_daemon_on_a_state_dir_in_use_exits_75(tmp_path: Path) -> None:
+    from exactmaild.daemon.control import StateLock
+
+    (tmp_path / "state").mkdir()
+    lock = StateLock(tmp_path / "state")
+    lock.acquire()
+    try:
+        r, _ = run_daemon(tmp_path)
+    finally:
+        lock.release()
+    assert r.returncode == EX_TEMPFAIL, (r.stdout, r.stderr)
+    assert "already running on" in r.stderr
+
+
+def test_run_daemon_returns_once_the_daemon_is_ready(tmp_path: Path) -> None:
+    r, pidfile = run_daemon(tmp_path)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    pid = read_pid(pidfile)
+    assert pid is not None and f"started (pid {pid})" in r.stdout
+    assert alive(pid)
+    os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not alive(pid))

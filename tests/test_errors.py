@@ -40,8 +40,8 @@ from exactmaild.core.errors import (
     UsageError,
     from_os_error,
 )
-from exactmaild.daemon.detach import PidFileError, PidFileLocked
 from exactmaild.daemon.control import AlreadyRunning
+from exactmaild.daemon.detach import PidFileError, PidFileLocked
 from exactmaild.receive.mailbox import LoginFailure, MailboxFailure
 from exactmaild.receive.receiver import DeliveryFailure
 from tests.fixtures.smtp import SmtpServer

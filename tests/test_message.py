@@ -197,3 +197,25 @@ def test_fast_path_is_taken_for_a_plain_message() -> None:
     assert p.recipients == ("a@example.org",)
     assert p.data.startswith(b"To: a@example.org\r\nSubject: hi\r\nFrom: Smiles Dental <r@practice")
     assert p.data.endswith(b"\r\n\r\nHello\r\n")
+
+
+@pytest.mark.parametrize(
+    "signature",
+    [SIG, "-- \n" + SIG, "--\n" + SIG, "\n-- \n" + SIG + "\n", "-- \r\n" + SIG],
+    ids=["without", "with-delimiter", "editor-stripped-space", "leading-blank-line", "crlf"],
+)
+def test_signature_file_with_or_without_its_delimiter_gets_it_once(signature: str) -> None:
+    m = EmailMessage()
+    m["To"] = "a@example.org"
+    m["Subject"] = "alt"
+    m.set_content("Plain body\n")
+    m.add_alternative("<html><body><p>HTML body</p></body></html>", subtype="html")
+    _, msg = prep(m.as_bytes(), signature=signature)
+    plain = msg.get_body(("plain",))
+    html = msg.get_body(("html",))
+    assert plain is not None and html is not None
+    text = plain.get_content().replace("\r\n", "\n")
+    assert text.count("\n-- \n") == 1 and "-- \n--" not in text, text
+    assert text.endswith("\n-- \nSmiles Dental\n01234 567890\n"), text
+    h = html.get_content()
+    assert h.count("-- <br>") == 1 and "--<br>" not in h, h

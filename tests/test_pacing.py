@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exactmaild.core.pacing import format_seconds, plan
+from exactmaild.core.pacing import describe_rate, format_seconds, plan
 
 
 @pytest.mark.parametrize(
@@ -63,11 +63,11 @@ def test_plan_table(
         ),
         (
             (100, 8),
-            "100 sends over 8 h: less than 1 email a minute, a delay of 288 s between sends",
+            "100 sends over 8 h: about 12 an hour, a delay of 4 min 48 s between sends",
         ),
         (
             (10, 10),
-            "10 sends over 10 h: less than 1 email a minute, a delay of 3600 s (1 h) between sends",
+            "10 sends over 10 h: 1 an hour, a delay of 1 h between sends",
         ),
     ],
 )
@@ -100,14 +100,34 @@ def test_plan_rejects(args: tuple[float, ...], message: str) -> None:
         (15, "15 s"),
         (60, "60 s"),
         (90, "90 s"),
-        (120, "120 s (2 min)"),
-        (288, "288 s"),
-        (3600, "3600 s (1 h)"),
-        (7200, "7200 s (2 h)"),
+        (120, "2 min"),
+        (288, "4 min 48 s"),
+        (2469, "41 min"),
+        (3600, "1 h"),
+        (5400, "1 h 30 min"),
+        (7200, "2 h"),
+        (4 * 86400, "4 d"),
     ],
 )
 def test_format_seconds(seconds: float, text: str) -> None:
     assert format_seconds(seconds) == text
+
+
+@pytest.mark.parametrize(
+    ("delay", "text"),
+    [
+        (0, "no delay"),
+        (60, "1 email a minute"),
+        (30, "2 emails a minute"),
+        (40, "90 an hour"),
+        (68, "about 53 an hour"),
+        (2469, "about 1 an hour"),
+        (7200, "12 a day"),
+        (7000, "about 12 a day"),
+    ],
+)
+def test_describe_rate(delay: float, text: str) -> None:
+    assert describe_rate(delay) == text
 
 
 @settings(max_examples=300, deadline=None)

@@ -492,6 +492,6 @@ def test_reload_refuses_an_unreadable_signature(
 
 def test_shipped_example_config_is_valid() -> None:
     """etc/exactmaild/exactmaild.yaml (the package's conffile) passes check-config."""
-    r = exactmaild("check-config", "-c", "etc/exactmaild/exactmaild.yaml")
+    r = exactmaild("check-config", "--syntax", "-c", "etc/exactmaild/exactmaild.yaml")
     assert r.returncode == 0, (r.stdout + r.stderr).decode()
     assert b"/etc/exactmaild/password" in r.stdout

@@ -14,6 +14,8 @@ checks; a one-shot command may pass none and get a cache of its own.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, Protocol
 
 from exactmaild.auth.oauth import OAuth2Credentials, TokenCache
@@ -82,25 +84,67 @@ class NoCredentials:
         pass
 
 
+@dataclass(frozen=True)
+class SecretFile:
+    """One secret the configured method reads: its config key, its file, and
+    whether the daemon may start without it (a refresh token may arrive
+    later, from `exactmaild authorize`)."""
+
+    key: str  # the config key that names the file, e.g. "account.auth.password_file"
+    path: Path | None
+    credential: str  # the LoadCredential= name
+    what: str
+    may_come_later: bool = False
+
+    def check(self) -> None:
+        """Read and drop the secret; raises SecretError naming the file and the fix."""
+        from exactmaild.auth.secrets import read_secret
+
+        read_secret(self.path, self.credential, what=self.what)
+
+
+def secret_files(account: Account) -> list[SecretFile]:
+    """The secrets the configured auth method needs, in the file's order."""
+    from exactmaild.auth.secrets import CLIENT_SECRET, PASSWORD, REFRESH_TOKEN
+
+    auth = account.auth
+    if auth.method == "password":
+        return [SecretFile("account.auth.password_file", auth.password_file, PASSWORD, "password")]
+    if auth.method != "oauth2":
+        return []
+    files = [
+        SecretFile(
+            "account.auth.refresh_token_file",
+            auth.refresh_token_file,
+            REFRESH_TOKEN,
+            "OAuth2 refresh token",
+            may_come_later=True,
+        )
+    ]
+    if auth.client_secret_file is not None:  # public clients have none
+        files.append(
+            SecretFile(
+                "account.auth.client_secret_file",
+                auth.client_secret_file,
+                CLIENT_SECRET,
+                "OAuth2 client secret",
+            )
+        )
+    return files
+
+
 def check_at_start(account: Account) -> None:
     """Refuse to start with a secret file that is missing, unreadable, empty or
     readable by other users (raises SecretError, exit 78, naming the file and
     the fix), instead of failing at the first send hours later. The secret is
-    read and dropped: it is still re-read at each login."""
-    from exactmaild.auth.secrets import CLIENT_SECRET, PASSWORD, REFRESH_TOKEN, read_secret
-
-    auth = account.auth
-    if auth.method == "password":
-        read_secret(auth.password_file, PASSWORD, what="password")
-    elif auth.method == "oauth2":
-        # Only files that exist: a refresh token may arrive later (`exactmaild
+    read and dropped: it is still re-read at each login. `check-config` runs
+    the same `SecretFile.check()` on the same `secret_files()`."""
+    for secret in secret_files(account):
+        # Only a refresh token that exists: it may arrive later (`exactmaild
         # authorize`); one that exists must not be readable by others.
-        for path, credential, what in (
-            (auth.refresh_token_file, REFRESH_TOKEN, "OAuth2 refresh token"),
-            (auth.client_secret_file, CLIENT_SECRET, "OAuth2 client secret"),
-        ):
-            if path is not None and path.exists():
-                read_secret(path, credential, what=what)
+        if secret.may_come_later and not (secret.path is not None and secret.path.exists()):
+            continue
+        secret.check()
 
 
 def credentials_for(account: Account, *, tokens: TokenCache | None = None) -> Credentials:

@@ -1,8 +1,10 @@
 """The commands that check a setup before it runs: check-config, test-connection, plan.
 
-None of them changes anything: check-config validates the file and prints
-what it means, test-connection logs in to both servers and sends nothing,
-plan does the pacing arithmetic for a daily limit.
+None of them changes anything: check-config validates the file, then checks
+what `run` checks before it starts (exactmaild.daemon.preflight: the secret
+files, the directories, as the service's user) and prints what it means;
+test-connection logs in to both servers and sends nothing; plan does the
+pacing arithmetic for a daily limit.
 """
 
 from __future__ import annotations
@@ -10,14 +12,35 @@ from __future__ import annotations
 import argparse
 
 from exactmaild.cli.paths import load_config
-from exactmaild.core.errors import EX_OK, EX_UNAVAILABLE, ExactmailError, UsageError
+from exactmaild.core.errors import (
+    EX_OK,
+    EX_UNAVAILABLE,
+    ConfigError,
+    ExactmailError,
+    UsageError,
+)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    """Validate the file, then (unless --syntax) what `run` checks before it
+    starts, as the service's user: every problem is one located line, exit 78."""
     cfg = load_config(args.config)
     from exactmaild.cli.summary import summary
 
+    checked = "the file only (--syntax): secrets and directories not checked"
+    if not getattr(args, "syntax", False):
+        from exactmaild.daemon.preflight import problems, service_user
+
+        try:
+            user = service_user(getattr(args, "user", None))
+        except LookupError as exc:
+            raise UsageError(f"check-config --user: {exc}") from None
+        found = problems(cfg, user=user)
+        if found:
+            raise ConfigError(found)
+        checked = f"secrets and directories as user {user.name} ({user.why})"
     print(summary(cfg))
+    print(f"checked: {checked}")
     return EX_OK
 
 
@@ -49,7 +72,7 @@ def cmd_test_connection(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from exactmaild.config.load import parse_window
-    from exactmaild.core.pacing import plan
+    from exactmaild.core.pacing import describe_rate, plan
 
     if args.window:
         try:
@@ -66,7 +89,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if p.per_minute >= 1:
         print(f"  {p.per_minute} email{'s' if p.per_minute != 1 else ''} a minute")
     else:
-        print("  less than 1 email a minute")
+        print(f"  {describe_rate(p.delay)} (less than 1 email a minute)")
     print(f"  delay: {p.delay:g}s between sends")
     print(
         f"  config: send: {{delay: {p.delay:g}s, daily_limit: {p.daily_limit}, "

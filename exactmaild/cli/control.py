@@ -8,16 +8,18 @@ them.
 from __future__ import annotations
 
 import argparse
+import os
 import sqlite3
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from exactmaild.cli.paths import load_config
-from exactmaild.core.errors import EX_OK, ExactmailError, NotAvailable
+from exactmaild.cli.paths import how_to, load_config, load_running
+from exactmaild.core.errors import EX_OK, EX_SOFTWARE, ExactmailError, NotAvailable
 
 if TYPE_CHECKING:
     from exactmaild.config.model import Config
+    from exactmaild.daemon.detach import StartReport
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -26,10 +28,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     adjust = None
+    report: StartReport | None = None
     if args.daemon:
         from dataclasses import replace
 
-        from exactmaild.daemon.detach import detach
+        from exactmaild.daemon.detach import detach_and_wait
 
         for warning in cfg.warnings:  # to the terminal, before it is gone
             print(f"warning: {warning}", file=sys.stderr)
@@ -44,8 +47,18 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
 
         cfg = adjust(cfg)
+        if args.pidfile is None:
+            # The default pidfile lives in the state directory, which the
+            # daemon would create anyway: on a first start it is not there yet.
+            cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         pidfile = Path(args.pidfile or cfg.state_dir / "exactmaild.pid")
-        detach(pidfile, working_dir=Path("/"))
+        # The command line waits for the daemon's word and exits with its
+        # code: a daemon that cannot start is a failure here, not a silent 0.
+        detached = detach_and_wait(pidfile, working_dir=Path("/"), log_hint=f"; see {cfg.log.file}")
+        if isinstance(detached, int):
+            print(f"exactmaild started (pid {detached}); log: {cfg.log.file}")
+            return EX_OK
+        report = detached
     logs.configure(cfg.log)
     # Through the logger, not print(): under systemd stderr is the journal too,
     # and a plain line there breaks "every line is a JSON event".
@@ -58,18 +71,26 @@ def cmd_run(args: argparse.Namespace) -> int:
         # Logged as an event for the journal and the log file; the command
         # line's report then prints it and exits with its code.
         logs.get().error("start_failed", error=str(exc))
+        if report is not None:
+            report.failed(exc.exit_code, str(exc))
         raise
+    except BaseException as exc:
+        if report is not None:
+            report.failed(EX_SOFTWARE, f"failed to start: {exc!r}; see {cfg.log.file}")
+        raise
+    if report is not None:
+        report.ready()
     return service.run()
 
 
 def cmd_flush(args: argparse.Namespace) -> int:
     from exactmaild.daemon.control import daemon_running, send_control
 
-    cfg = load_config(args.config)
+    cfg = load_running(args.config)
     if not daemon_running(cfg.state_dir):
         raise NotAvailable(
             f"exactmaild is not running (no daemon holds {cfg.state_dir}); "
-            "start it with `systemctl start exactmaild`"
+            f"start it with {how_to('start', cfg.state_dir)}"
         )
     from exactmaild.cli.status import flush_outlook
 
@@ -83,7 +104,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from exactmaild.cli.status import UNKNOWN, collect, exit_code, render, to_json
 
     try:
-        cfg = load_config(args.config)
+        cfg = load_running(args.config)
         st = collect(cfg)
     except (ExactmailError, OSError, sqlite3.Error) as exc:
         # Monitoring reads 3 as UNKNOWN: nothing could be told.
@@ -93,7 +114,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         # For scripts: the answer is the JSON (its `state` says OK..CRITICAL).
         print(to_json(st))
         return EX_OK
-    print(render(st, color=sys.stdout.isatty()))
+    # Colours on a terminal only, and never when NO_COLOR is set (no-color.org).
+    print(render(st, color=sys.stdout.isatty() and not os.environ.get("NO_COLOR")))
     return exit_code(st)
 
 

@@ -1,7 +1,8 @@
 """The `exactmaild COMMAND` script: the parser, and `main`, which runs one command.
 
 The commands live in modules named for what they act on: exactmaild.cli.queue
-(submit, queue), exactmaild.cli.control (run, flush, status,
+(submit, queue; show, send-now and the batch operations in
+exactmaild.cli.queue_ops), exactmaild.cli.history, exactmaild.cli.control (run, flush, status,
 reset-mailbox-counter), exactmaild.cli.checks (check-config,
 test-connection, plan), exactmaild.cli.authorize and exactmaild.cli.sendmail.
 Every one runs through exactmaild.cli.report, which maps errors to exit codes
@@ -37,6 +38,13 @@ def cmd_authorize(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_history(args: argparse.Namespace) -> int:
+    # Imported on use: it reads the state store (SQLite).
+    from exactmaild.cli.history import cmd_history as run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="exactmaild",
@@ -61,9 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--daemon", action="store_true", help="detach (hosts without systemd)")
     run.add_argument("--pidfile", help="with --daemon: pidfile (default STATE_DIR/exactmaild.pid)")
     run.set_defaults(func=cmd_run)
-    sub.add_parser("check-config", help="validate the configuration").set_defaults(
-        func=cmd_check_config
+    check = sub.add_parser(
+        "check-config", help="validate the configuration and what `run` checks at start"
     )
+    check.add_argument(
+        "--user", help="check the secrets and directories as this user (default: the service's)"
+    )
+    check.add_argument(
+        "--syntax", action="store_true", help="the file alone: no secrets, no directories"
+    )
+    check.set_defaults(func=cmd_check_config)
     sub.add_parser("test-connection", help="log in to both servers, send nothing").set_defaults(
         func=cmd_test_connection
     )
@@ -76,13 +91,41 @@ def build_parser() -> argparse.ArgumentParser:
     # Only for the help text: main() hands `sendmail` to the front before argparse runs.
     sm = sub.add_parser("sendmail", help="sendmail-compatible front", add_help=False)
     sm.add_argument("rest", nargs=argparse.REMAINDER)
-    q = sub.add_parser("queue", help="inspect the spool")
-    qs = q.add_subparsers(dest="queue_command", metavar="list|show|cancel|retry", required=True)
-    ql = qs.add_parser("list", parents=[common])
+    q = sub.add_parser("queue", help="inspect the spool; cancel, hold, release, retry, send-now")
+    qs = q.add_subparsers(
+        dest="queue_command",
+        metavar="list|show|cancel|hold|release|retry|send-now",
+        required=True,
+    )
+    ql = qs.add_parser("list", parents=[common], help="the messages in the spool")
     ql.add_argument("--json", action="store_true")
-    for name in ("show", "cancel", "retry"):
-        qs.add_parser(name, parents=[common]).add_argument("id")
+    qs.add_parser("show", parents=[common], help="one message, queued or finished").add_argument(
+        "id"
+    )
+    qs.add_parser(
+        "send-now", parents=[common], help="send this one next (still paced and capped)"
+    ).add_argument("id")
+    for name, what in (
+        ("cancel", "stop queued, deferred or held messages"),
+        ("hold", "park queued or deferred messages in hold/"),
+        ("release", "put held messages back in the queue"),
+        ("retry", "queue failed, deferred, held or cancelled messages again"),
+    ):
+        op = qs.add_parser(name, parents=[common], help=what)
+        op.add_argument("ids", nargs="*", metavar="ID")
+        op.add_argument("--all", action="store_true", help="every message the filters select")
+        op.add_argument("--state", help="with --all: queued, deferred, hold, failed or cancelled")
+        op.add_argument("--to", metavar="ADDR", help="with --all: messages to this recipient")
+        op.add_argument("--subject", metavar="TEXT", help="with --all: subject contains TEXT")
     q.set_defaults(func=cmd_queue)
+    hist = sub.add_parser("history", help="finished messages: did it go, to whom, when")
+    hist.add_argument("--to", metavar="ADDR", help="only messages to this recipient")
+    hist.add_argument(
+        "--since", metavar="DATE", help="2026-12-01, '2026-12-01 14:00', today, yesterday, 2d, 12h"
+    )
+    hist.add_argument("--limit", type=int, metavar="N", help="at most the N latest")
+    hist.add_argument("--json", action="store_true", help="ISO 8601 times with the offset")
+    hist.set_defaults(func=cmd_history)
     sub.add_parser("flush", help="Send/Receive now").set_defaults(func=cmd_flush)
     status = sub.add_parser("status", help="sent against the limit, queue, checks, last error")
     status.add_argument("--json", action="store_true")

@@ -1,4 +1,5 @@
-"""The commands on the spool: `submit`, and `queue list|show|cancel|retry`.
+"""The commands on the spool: `submit`, and `queue list|show|send-now` (the
+batch operations `queue cancel|hold|release|retry` are exactmaild.cli.queue_ops).
 
 `queue_message` is the one way a message enters the spool from the command
 line; `submit` and the sendmail front (exactmaild.cli.sendmail) both use it.
@@ -15,8 +16,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from exactmaild.cli.paths import load_config
-from exactmaild.core.errors import EX_OK, BadMessage, NotAvailable, TemporaryFailure
+from exactmaild.cli.paths import load_config, load_running, may_not_queue
+from exactmaild.core.errors import (
+    EX_OK,
+    BadMessage,
+    NoPermission,
+    TemporaryFailure,
+)
 
 if TYPE_CHECKING:
     from exactmaild.config.model import Config
@@ -63,7 +69,11 @@ def queue_message(
             "start the daemon once (it creates them) or check spool.dir"
         )
     spool = Spool(cfg.spool.dir, create=False)
-    return spool.submit(raw)
+    try:
+        return spool.submit(raw)
+    except PermissionError as exc:
+        # Exit 77, naming the group to join, not "run as root".
+        raise NoPermission(may_not_queue(cfg.spool.dir, exc), cfg.spool.dir) from exc
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -74,15 +84,18 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_queue(args: argparse.Namespace) -> int:
+    from exactmaild.cli import queue_ops
     from exactmaild.outbox.spool import Spool
 
-    cfg = load_config(args.config)
+    cfg = load_running(args.config)  # a refused edit must not blind the queue
     spool = Spool(cfg.spool.dir, create=False)
     if args.queue_command == "list":
         return _list(cfg, spool, as_json=args.json)
     if args.queue_command == "show":
-        return _show(spool, args.id, cfg.spool.dir)
-    return _cancel_or_retry(spool, args.id, args.queue_command, cfg.spool.dir)
+        return queue_ops.show(cfg, spool, args.id)
+    if args.queue_command == "send-now":
+        return queue_ops.send_now(cfg, spool, args.id)
+    return queue_ops.batch(cfg, spool, args)
 
 
 def _list(cfg: Config, spool: Spool, *, as_json: bool) -> int:
@@ -167,47 +180,3 @@ def _at(ts: float, tz: Any, now: float) -> str:
     from exactmaild.core.schedule import describe_next
 
     return describe_next(ts, tz, now=now)
-
-
-def _show(spool: Spool, qid: str, where: Path) -> int:
-    from exactmaild.core.states import PUBLIC_NAME
-    from exactmaild.send import message
-
-    entry = spool.find(qid)
-    if entry is None:
-        raise NotAvailable(
-            f"no message {qid} in the spool {where}: `exactmaild queue list` shows the queue"
-        )
-    print(f"id: {qid}\nstate: {PUBLIC_NAME[entry.state]}\nsize: {entry.size} bytes")
-    if entry.path.is_file() and not entry.path.is_symlink():
-        headers = message.summary_headers(entry.path.read_bytes()[:65536])
-        for k, v in headers.items():
-            print(f"{k.lower()}: {v}")
-    reason = spool.reason(qid)
-    if reason:
-        print(f"reason: {reason.strip()}")
-    return EX_OK
-
-
-def _cancel_or_retry(spool: Spool, qid: str, command: str, where: Path) -> int:
-    from exactmaild.core.states import PUBLIC_NAME
-
-    try:
-        if command == "cancel":
-            was = spool.cancel(qid)
-            print(f"{qid}: cancelled (was {PUBLIC_NAME[was]})")
-        else:
-            was = spool.retry(qid)
-            print(f"{qid}: queued again (was {PUBLIC_NAME[was]})")
-    except FileNotFoundError:
-        entry = spool.find(qid)
-        if entry is not None and entry.state == "active":
-            raise NotAvailable(
-                f"{qid} is being sent right now and can no longer be stopped; "
-                f"`exactmaild queue show {qid}` tells how it ends"
-            ) from None
-        what = "that could be cancelled" if command == "cancel" else "to retry"
-        raise NotAvailable(
-            f"no message {qid} {what} in the spool {where}: `exactmaild queue list` shows the queue"
-        ) from None
-    return EX_OK

@@ -10,6 +10,7 @@ a traceback.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 
@@ -21,6 +22,9 @@ from exactmaild.core.errors import (
     ExactmailError,
     from_os_error,
 )
+
+# Not sysexits.h: 128 + SIGPIPE, what a shell reports for a command whose reader left.
+EX_BROKEN_PIPE = 141
 
 
 def say(text: str) -> None:
@@ -46,6 +50,14 @@ def run_reporting(command: Callable[[], int]) -> int:
         return int(command())
     except ExactmailError as exc:
         return report(exc)
+    except BrokenPipeError:
+        # The reader went away (`status | head`, `| grep -q`): end quietly, as
+        # a command killed by SIGPIPE does, and keep the exit-time flush of
+        # stdout from failing on the closed pipe again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EX_BROKEN_PIPE
     except OSError as exc:
         # Disk full, read-only filesystem, a directory in the way: say which file.
         return report(from_os_error(exc))

@@ -28,6 +28,7 @@ from exactmaild.config.model import Config
 from exactmaild.core.forecast import Forecast, Pacing, Waiting, forecast
 from exactmaild.core.hours import ALL_DAYS
 from exactmaild.core.limits import Ledger
+from exactmaild.core.pacing import format_seconds
 from exactmaild.core.schedule import describe_next
 from exactmaild.outbox.spool import Spool
 from exactmaild.store.messages import MessageInfo
@@ -41,7 +42,7 @@ TIME_FIELDS = (
     "oldest_queued_at",
     "last_check",
     "next_check",
-    "last_check_attempt",
+    "last_check_failed_at",
     "pause_until",
     "resumes_at",
     "next_send_at",
@@ -184,6 +185,7 @@ def collect(cfg: Config, now: float | None = None, *, flush: bool = False) -> di
         "last_check": ts("last_check"),
         "next_check": ts("next_check") if running else None,
         "receive_error": meta.get("receive_error"),
+        "last_check_failed_at": ts("receive_error_at") if meta.get("receive_error") else None,
         "paused": paused,
         "pause_reason": meta.get("pause_reason") if paused else None,
         "pause_until": pause_until if paused else None,
@@ -317,6 +319,14 @@ def blocked_text(s: dict[str, Any], tz: ZoneInfo, now: float) -> str | None:
     return None
 
 
+# ANSI SGR colours for a terminal (`color`): what needs a look stands out.
+_RED, _YELLOW, _GREEN = "31", "33", "32"
+
+
+def _paint(text: str, code: str, color: bool) -> str:
+    return f"\x1b[{code}m{text}\x1b[0m" if color else text
+
+
 def render(s: dict[str, Any], *, color: bool = False) -> str:
     tz = ZoneInfo(s["timezone"])
     now = s["now"]
@@ -324,11 +334,16 @@ def render(s: dict[str, Any], *, color: bool = False) -> str:
     used = s["sent_in_window"] + s["sent_elsewhere_in_window"]
     width = 30
     filled = min(width, round(width * used / allowance))
-    bar = "#" * filled + "." * (width - filled)
+    bar = _paint("#" * filled, _RED if used >= allowance else _GREEN, color and filled > 0)
+    bar += "." * (width - filled)
     state = ("OK", "WARNING", "CRITICAL", "UNKNOWN")[exit_code(s)]
     lines = [
-        f"exactmaild {state}: "
-        + (f"running (pid {s['pid']})" if s["daemon_running"] else "NOT RUNNING"),
+        f"exactmaild {_paint(state, (_GREEN, _YELLOW, _RED, _YELLOW)[exit_code(s)], color)}: "
+        + (
+            _paint(f"running (pid {s['pid']})", _GREEN, color)
+            if s["daemon_running"]
+            else _paint("NOT RUNNING", _RED, color)
+        ),
         "",
         f"sent      [{bar}] {used}/{s['allowance']}"
         + (f"  (limit {s['daily_limit']}, reserve {s['reserve']})" if s["reserve"] else ""),
@@ -358,16 +373,20 @@ def render(s: dict[str, Any], *, color: bool = False) -> str:
             f"          all {n} sent by {_when(s['queue_done_at'], tz, now)}, at {rate(s)}"
         )
     if s["oldest_queued_at"]:
-        age = max(0, int(now - s["oldest_queued_at"]))
-        lines.append(f"          oldest waiting {age // 3600}h{age % 3600 // 60:02d}m")
+        age = max(1, round(now - s["oldest_queued_at"]))
+        lines.append(f"          oldest waiting {format_seconds(age)}")
+    check = f"last check {_when(s['last_check'], tz, now)}"
+    failed = s.get("last_check_failed_at")
+    if failed and (s["last_check"] is None or failed > s["last_check"]):
+        # "never" alone read as "never tried" after a day of refused logins.
+        check += ", " + _paint(f"last attempt failed {_when(failed, tz, now)}", _RED, color)
     lines.append(
-        f"mailbox   last check {_when(s['last_check'], tz, now)}, next "
-        f"{_when(s['next_check'], tz, now) if s['next_check'] else '-'}"
+        f"mailbox   {check}, next {_when(s['next_check'], tz, now) if s['next_check'] else '-'}"
     )
     if s["paused"]:
-        lines.append(f"PAUSED    {s['pause_reason']}")
+        lines.append(_paint(f"PAUSED    {s['pause_reason']}", _YELLOW, color))
     if s["storage_error"]:
-        lines.append(f"STORAGE   {s['storage_error']}")
-    lines.append(f"last error {s['last_error'] or 'none'}")
-    del color
+        lines.append(_paint(f"STORAGE   {s['storage_error']}", _RED, color))
+    error = s["last_error"]
+    lines.append(f"last error {_paint(error, _RED, color) if error else 'none'}")
     return "\n".join(lines)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from exactmaild.auth import secrets
 from exactmaild.config.model import ALL_DAYS, Config
 from exactmaild.config.values import format_size, span
-from exactmaild.core.pacing import format_seconds, plan
+from exactmaild.core.pacing import describe_rate, format_seconds, plan
 
 
 def summary(cfg: Config) -> str:
@@ -87,14 +87,10 @@ def summary(cfg: Config) -> str:
         )
     else:
         how = {"delay": "send.delay", "per_minute": "send.per_minute", "auto": "delay: auto"}
-        if s.delay > 0:
-            rate = 60.0 / s.delay
-            per_minute = f"{rate:.3g} email{'' if rate == 1 else 's'} a minute"
-        else:
-            per_minute = "no delay"
         row(
             "pacing",
-            f"{format_seconds(s.delay)} between sends = {per_minute} (from {how[s.delay_source]})",
+            f"{format_seconds(s.delay)} between sends = {describe_rate(s.delay)} "
+            f"(from {how[s.delay_source]})",
         )
     row("daily limit", f"{s.daily_limit} {s.limit_counts} per {per}")
     row("reserve", f"{s.reserve} (kept back for mail sent elsewhere)")

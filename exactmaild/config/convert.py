@@ -223,3 +223,16 @@ def metrics(node: Node) -> MetricsConfig:
     if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
         raise Invalid(f"{text!r}: the port must be a number from 1 to 65535")
     return MetricsConfig(host=host, port=int(port_text))
+
+
+# A POSIX portable group name (useradd's default NAME_REGEX, with capitals), or a number.
+_GROUP = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?|[0-9]{1,10}")
+
+
+def group(node: Node) -> str:
+    """A group name (or gid) as the host's groupadd accepts it; whether the
+    group exists is checked where it is used (check-config, run)."""
+    text = node_text(node, "a group name, e.g. practice")
+    if not _GROUP.fullmatch(text):
+        raise Invalid(f"{text!r} is not a group name (letters, digits, _ . -; e.g. practice)")
+    return text

@@ -34,7 +34,7 @@ import os
 from pathlib import Path
 from typing import Literal, NoReturn, cast
 
-from yaml.nodes import MappingNode, Node
+from yaml.nodes import MappingNode, Node, ScalarNode
 
 from exactmaild.config import convert as conv
 from exactmaild.config.account import account_section, server_section
@@ -48,6 +48,7 @@ from exactmaild.config.model import (
 from exactmaild.config.receiving import receive_section, schedule_section
 from exactmaild.config.schema import (
     AUTH_KEYS,
+    DEFAULT_HISTORY_DAYS,
     DEFAULT_METRICS_HOST,
     DEFAULT_METRICS_PORT,
     DEFAULT_SPOOL_DIR,
@@ -78,19 +79,22 @@ from exactmaild.config.yamlnodes import (
     is_null,
     node_line,
 )
-from exactmaild.core.errors import ConfigError
+from exactmaild.core.errors import ConfigError, Problem
 
 __all__ = [
     "DEFAULT_METRICS_PORT",
     "MAX_ALIASES",
     "MAX_CONFIG_BYTES",
     "MAX_DEPTH",
+    "Locator",
     "load",
+    "locate",
     "parse",
     "parse_duration",
     "parse_hhmm",
     "parse_size",
     "parse_window",
+    "state_dir_hint",
     "system_timezone",
 ]
 
@@ -159,6 +163,8 @@ def _build(c: Checker, root: Node) -> Config | None:
         file=c.get(log_m, "file", c.path, None),
     )
 
+    history_days = c.get(top, "history_days", conv.positive_int, DEFAULT_HISTORY_DAYS)
+
     if c.problems or outgoing is None:
         return None
     return Config(
@@ -175,6 +181,7 @@ def _build(c: Checker, root: Node) -> Config | None:
         metrics=metrics,
         log=log,
         warnings=tuple(c.warnings),
+        history_days=history_days,
     )
 
 
@@ -246,3 +253,64 @@ def load(path: Path | str) -> Config:
         c.problem(line, "", "not UTF-8 text: save the file as UTF-8")
         _raise(c)
     return parse(text, path)
+
+
+class Locator:
+    """Where each key of a configuration file is written, for problems found
+    after loading (check-config's secret and directory checks): `problem()`
+    makes the same located `FILE:LINE: key.path: what` line a load error has.
+    A key the file does not write (a default, a preset) is located at the
+    file alone."""
+
+    def __init__(self, file: str, lines: dict[str, int]) -> None:
+        self.file = file
+        self._lines = lines
+
+    def line(self, key_path: str) -> int:
+        return self._lines.get(key_path, 0)
+
+    def problem(self, key_path: str, message: str) -> Problem:
+        return Problem(self.file, self.line(key_path), key_path, message)
+
+
+def locate(path: Path | str) -> Locator:
+    """The `Locator` of the file at `path` (read again; a file that no longer
+    reads gives one that locates nothing)."""
+    lines: dict[str, int] = {}
+    c = Checker(Path(path))
+    try:
+        text = Path(path).read_bytes()[: MAX_CONFIG_BYTES + 1].decode("utf-8-sig")
+    except (OSError, UnicodeDecodeError):
+        return Locator(str(path), lines)
+    root = c.compose(text)
+
+    def walk(node: Node, prefix: str) -> None:
+        if not isinstance(node, MappingNode):
+            return
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, ScalarNode):
+                continue
+            key = f"{prefix}{key_node.value}"
+            lines.setdefault(key, node_line(key_node))
+            walk(value_node, key + ".")
+
+    if root is not None:
+        walk(root, "")
+    return Locator(str(path), lines)
+
+
+def state_dir_hint(path: Path | str) -> Path:
+    """The state directory a file names, read leniently: for a file that does
+    not load (the commands then look there for the daemon's running copy).
+    The default when the file does not say, or says it unreadably."""
+    import yaml
+
+    path = Path(path).absolute()
+    try:
+        data = yaml.safe_load(path.read_bytes()[:MAX_CONFIG_BYTES])
+    except (OSError, yaml.YAMLError, ValueError):
+        return DEFAULT_STATE_DIR
+    value = data.get("state_dir") if isinstance(data, dict) else None
+    if not isinstance(value, str) or not value:
+        return DEFAULT_STATE_DIR
+    return path.parent / Path(value).expanduser()

@@ -79,6 +79,9 @@ class Receive:
     attachments: Literal["keep", "strip", "extract"] = "keep"
     attachments_dir: Path | None = None
     max_attachment_size: int = 25 * 1024 * 1024
+    # A group that may read the Maildir (the practice software's): the
+    # Maildir's directories become setgid to it, messages mode 0640.
+    group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -143,3 +146,4 @@ class Config:
     metrics: MetricsConfig
     log: LogConfig
     warnings: tuple[str, ...] = ()
+    history_days: int = 30  # how long finished messages stay in `history`

@@ -63,6 +63,7 @@ def receive_section(
         c.get(m, "attachments", conv.choice("keep", "strip", "extract"), "keep"),
     )
     attachments_dir = c.get(m, "attachments_dir", c.path, None)
+    group = c.get(m, "group", conv.group, None)
     if attachments == "extract" and attachments_dir is None and not m.given("attachments_dir"):
         c.problem(
             m.key_line("attachments"),
@@ -77,5 +78,9 @@ def receive_section(
             c.warn("the receive: section is ignored with incoming: none")
         return None
     return Receive(
-        maildir=maildir, attachments=attachments, attachments_dir=attachments_dir, **sizes
+        maildir=maildir,
+        attachments=attachments,
+        attachments_dir=attachments_dir,
+        group=group,
+        **sizes,
     )

@@ -17,6 +17,7 @@ DEFAULT_METRICS_HOST = "127.0.0.1"
 DEFAULT_METRICS_PORT = 9725
 DEFAULT_DAILY_LIMIT = 500
 DEFAULT_DELAY = 60.0
+DEFAULT_HISTORY_DAYS = 30  # how long `history` keeps a finished message
 MIN_CHECK_INTERVAL = 60.0  # below this, warn: providers throttle frequent logins
 
 TOP_KEYS = (
@@ -31,6 +32,7 @@ TOP_KEYS = (
     "state_dir",
     "metrics",
     "log",
+    "history_days",
 )
 ACCOUNT_KEYS = ("address", "display_name", "auth")
 OAUTH2_KEYS = (
@@ -46,7 +48,7 @@ AUTH_KEYS = ("method", "username", "password_file", *OAUTH2_KEYS)
 SERVER_KEYS = ("host", "port", "security", "tls_ca_file")
 INCOMING_KEYS = ("protocol", *SERVER_KEYS, "folder", "leave_on_server")
 SCHEDULE_KEYS = ("days", "window", "every", "at")
-RECEIVE_KEYS = ("maildir", "attachments", "attachments_dir", "max_attachment_size")
+RECEIVE_KEYS = ("maildir", "group", "attachments", "attachments_dir", "max_attachment_size")
 SEND_KEYS = (
     "immediately",
     "delay",

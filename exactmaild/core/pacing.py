@@ -23,7 +23,7 @@ class Plan:
         if self.per_minute >= 1:
             rate = f"{self.per_minute} email{'s' if self.per_minute != 1 else ''} a minute"
         else:
-            rate = "less than 1 email a minute"
+            rate = describe_rate(self.delay)
         return (
             f"{allowance} send{'s' if allowance != 1 else ''} over {self.hours:g} h: {rate}, "
             f"a delay of {format_seconds(self.delay)} between sends"
@@ -51,12 +51,40 @@ def plan(daily_limit: int, hours: float, reserve: int = 0) -> Plan:
 
 
 def format_seconds(seconds: float) -> str:
-    """60 -> '60 s', 0.5 -> '500 ms', 3600 -> '3600 s (1 h)'."""
+    """A span as a person reads it, to the precision that matters at its size:
+    0.5 -> '500 ms', 90 -> '90 s', 288 -> '4 min 48 s', 2469 -> '41 min',
+    5400 -> '1 h 30 min', 345600 -> '4 d'."""
     if seconds < 1:
         return f"{seconds * 1000:g} ms"
-    text = f"{seconds:g} s"
-    if seconds >= 3600 and seconds % 3600 == 0:
-        text += f" ({seconds / 3600:g} h)"
-    elif seconds >= 120 and seconds % 60 == 0:
-        text += f" ({seconds / 60:g} min)"
-    return text
+    if seconds < 120:
+        return f"{seconds:g} s"
+    if seconds < 600:
+        minutes, secs = divmod(round(seconds), 60)
+        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    if minutes < 48 * 60:
+        hours, mins = divmod(minutes, 60)
+        return f"{hours} h {mins} min" if mins else f"{hours} h"
+    days, hours = divmod(round(seconds / 3600), 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
+
+
+def describe_rate(delay: float) -> str:
+    """The rate a delay between sends gives, as a person says it: 30 s ->
+    '2 emails a minute', 40 s -> '90 an hour', 68 s -> 'about 53 an hour'."""
+    if delay <= 0:
+        return "no delay"
+    per_minute = 60.0 / delay
+    if per_minute >= 1 and abs(per_minute - round(per_minute)) < 1e-9:
+        n = round(per_minute)
+        return f"{n} email{'s' if n != 1 else ''} a minute"
+    per_hour = 3600.0 / delay
+    if per_hour >= 1:
+        n = round(per_hour)
+        exact = abs(per_hour - n) < 1e-9
+        return f"{'' if exact else 'about '}{n} an hour"
+    per_day = 86400.0 / delay
+    n = round(per_day)
+    return f"{'' if abs(per_day - n) < 1e-9 else 'about '}{n} a day"

@@ -6,9 +6,11 @@ account, and how the command line reaches the daemon that did.
   only their own sends and together break the daily limit. `daemon_running`
   asks the same lock, so `flush` and `status` never guess from a pid file.
 * The control socket (`control.sock` beside it, a Unix datagram socket) takes
-  one-word commands; `exactmaild flush` sends "flush". Datagrams, so a
-  command is one whole message or nothing, and the daemon's loop reads them
-  without blocking, between its other work.
+  short commands: `exactmaild flush` sends "flush", `queue send-now ID`
+  "send-now ID", and a batch `queue cancel|hold|release|retry` "rescan" (the
+  spool changed under the daemon: re-read it). Datagrams, so a command is one
+  whole message or nothing, and the daemon's loop reads them without
+  blocking, between its other work.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ LOCK_NAME = "exactmaild.lock"
 CONTROL_NAME = "control.sock"
 # Longer than any command; a datagram beyond it is cut and then not understood.
 _MAX_COMMAND = 512
+# The commands beside "flush" (a queue id is at most 200 bytes).
+SEND_NOW = "send-now"
+RESCAN = "rescan"
 
 
 class AlreadyRunning(TemporaryFailure):

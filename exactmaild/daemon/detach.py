@@ -31,9 +31,15 @@ Order of events in `detach()`, and why:
 After SIGKILL step 4 does not happen; the file stays with a stale pid but
 no lock, and the next start proceeds.
 
-The parent returns exit status 0 as soon as the first fork has happened,
-before the daemon wrote its pid; a script that needs the pid should poll the
-file (it is written within milliseconds).
+`detach()` alone returns exit status 0 in the parent as soon as the first
+fork has happened. `run --daemon` uses `detach_and_wait()` instead: the
+command line forks once more before detaching and keeps a pipe to the
+daemon, which reports through `StartReport` that it is ready (its pid) or
+that it failed (its exit code and message). The command line waits for that
+word and exits with the daemon's code, so an init script or a person sees a
+daemon that could not start (a secret file other users can read, a state
+directory already in use) as a failure, on the terminal, as `run` without
+`--daemon` would show it.
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ import contextlib
 import errno
 import fcntl
 import os
+import select
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -49,9 +57,21 @@ from typing import IO, Any
 
 import daemon
 
-from exactmaild.core.errors import EX_CANTCREAT, ExactmailError, TemporaryFailure
+from exactmaild.core.errors import EX_CANTCREAT, EX_SOFTWARE, ExactmailError, TemporaryFailure
 
-__all__ = ["PidFile", "PidFileError", "PidFileLocked", "detach"]
+__all__ = [
+    "PidFile",
+    "PidFileError",
+    "PidFileLocked",
+    "StartFailed",
+    "StartReport",
+    "detach",
+    "detach_and_wait",
+]
+
+# How long the command line waits for the daemon's word; a start that takes
+# longer (a huge spool to recover) goes on, and the command says so.
+START_TIMEOUT = 120.0
 
 
 class PidFileLocked(TemporaryFailure):
@@ -152,6 +172,13 @@ class PidFile:
             self._fd = None
             os.close(fd)
 
+    def forget(self) -> None:
+        """Close this process's descriptor, leaving the file and the lock (held
+        through the same open file by the daemon) alone: the waiting parent's part."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
     def __enter__(self) -> PidFile:
         self.acquire()
         self.write_pid()
@@ -209,6 +236,18 @@ def detach(
     """
     pid_file = PidFile(pidfile)
     pid_file.acquire()
+    _daemonize(pid_file, keep_fds, working_dir, umask, stdout, stderr)
+    return pid_file
+
+
+def _daemonize(
+    pid_file: PidFile,
+    keep_fds: Sequence[int],
+    working_dir: Path,
+    umask: int,
+    stdout: IO[Any] | None,
+    stderr: IO[Any] | None,
+) -> None:
     context = daemon.DaemonContext(
         working_directory=str(working_dir),
         umask=umask,
@@ -225,4 +264,110 @@ def detach(
     except BaseException:
         pid_file.release()
         raise
-    return pid_file
+
+
+class StartFailed(ExactmailError):
+    """The detached daemon did not start; carries its exit code and its message."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class StartReport:
+    """The daemon's end of the pipe to the command line that waits for it.
+
+    Exactly one word goes through: `ready()` once the daemon serves, or
+    `failed()` with the exit code and message of what stopped it. A daemon
+    that dies before either closes the pipe, which the command line reads as
+    a failure too.
+    """
+
+    def __init__(self, fd: int, pid_file: PidFile) -> None:
+        self._fd: int | None = fd
+        self.pid_file = pid_file
+
+    def ready(self) -> None:
+        self._say(f"ready {os.getpid()}")
+
+    def failed(self, exit_code: int, message: str) -> None:
+        self._say(f"failed {exit_code} {message}")
+
+    def _say(self, word: str) -> None:
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        with contextlib.suppress(OSError):  # the command line was interrupted: nobody waits
+            os.write(fd, word.encode("utf-8", "replace")[:60000])
+        os.close(fd)
+
+
+def detach_and_wait(
+    pidfile: Path,
+    *,
+    working_dir: Path = Path("/"),
+    umask: int = 0o027,
+    timeout: float = START_TIMEOUT,
+    log_hint: str = "",
+) -> StartReport | int:
+    """Detach as `detach()` does, the caller waiting for the daemon's word.
+
+    In the daemon, returns its `StartReport` (call `ready()` or `failed()`).
+    In the calling process, returns the daemon's pid once it is ready, or
+    raises `StartFailed` with the daemon's exit code and message (or
+    EX_SOFTWARE if it died without a word; `log_hint` says where to look),
+    or `TemporaryFailure` if it has not answered within `timeout`.
+    `PidFileLocked` and `PidFileError` are raised before any fork.
+    """
+    pid_file = PidFile(pidfile)
+    pid_file.acquire()
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    child = os.fork()
+    if child == 0:
+        os.close(read_end)
+        try:
+            _daemonize(pid_file, [write_end], working_dir, umask, None, None)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.write(write_end, f"failed {EX_SOFTWARE} cannot detach: {exc}".encode())
+            os._exit(EX_SOFTWARE)
+        return StartReport(write_end, pid_file)
+    os.close(write_end)
+    pid_file.forget()
+    # The first child exits as soon as it has forked again (python-daemon's
+    # double fork): reap it, then wait for the daemon itself.
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(child, 0)
+    try:
+        word = _read_word(read_end, timeout)
+    finally:
+        os.close(read_end)
+    if word is None:
+        raise TemporaryFailure(
+            f"the daemon has not said it is ready after {timeout:g} s; it may still be "
+            f"starting{log_hint}"
+        )
+    kind, _, rest = word.partition(" ")
+    if kind == "ready":
+        return int(rest)
+    if kind == "failed":
+        code, _, message = rest.partition(" ")
+        raise StartFailed(message, int(code) if code.isdigit() else EX_SOFTWARE)
+    raise StartFailed(f"the daemon exited while starting{log_hint}", EX_SOFTWARE)
+
+
+def _read_word(fd: int, timeout: float) -> str | None:
+    """Everything written to `fd` until it closes, or None at the timeout."""
+    deadline = time.monotonic() + timeout
+    chunks: list[bytes] = []
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        readable, _, _ = select.select([fd], [], [], left)
+        if not readable:
+            return None
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return b"".join(chunks).decode("utf-8", "replace")
+        chunks.append(chunk)

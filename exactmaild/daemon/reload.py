@@ -22,6 +22,7 @@ from exactmaild.config import load as configload
 from exactmaild.config.model import Config
 from exactmaild.core.errors import ConfigError
 from exactmaild.core.log import Log
+from exactmaild.store import running
 
 
 class Refused(Exception):
@@ -74,3 +75,17 @@ def prepare(
             action="these keep their running values until `systemctl restart exactmaild`",
         )
     return new
+
+
+def record_running(cfg: Config, now: float, *, log: Log) -> None:
+    """Keep a copy of the file `cfg` came from in the state directory
+    (`store/running.py`), after a start or a reload the daemon accepted, so
+    that `status`, `queue list` and `flush` still work from it once the file
+    on disk is edited into something refused. The text is parsed again
+    before it is kept: an edit saved since the load is kept only if valid."""
+    try:
+        text = Path(cfg.source).read_bytes().decode("utf-8-sig")
+        configload.parse(text, cfg.source)
+        running.record(cfg.state_dir, Path(cfg.source), text, now)
+    except (OSError, UnicodeDecodeError, ConfigError) as exc:
+        log.warning("running_config_not_recorded", error=str(exc)[:300])

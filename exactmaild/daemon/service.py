@@ -6,7 +6,8 @@ loop; the loop acts. The loop owns:
 * the sender thread (`exactmaild.send.sender.Sender`) that drains the spool;
 * the mailbox checks' scheduler (`exactmaild.receive.scheduler.CheckScheduler`),
   which the loop tells the time and asks when the next check is due;
-* the state directory's lock and the control socket (`exactmaild flush`),
+* the state directory's lock and the control socket (`exactmaild flush`,
+  `queue send-now`, and the re-read after a batch `queue` operation),
   both from `exactmaild.daemon.control`; the metrics endpoint, the systemd
   notify protocol and the watchdog;
 * the OAuth2 `TokenCache`, one for the process, shared by the sender and the
@@ -31,16 +32,17 @@ from dataclasses import replace
 from types import FrameType
 from zoneinfo import ZoneInfo
 
-from exactmaild.auth.credentials import check_at_start, credentials_for
+from exactmaild.auth.credentials import credentials_for
 from exactmaild.auth.oauth import TokenCache
 from exactmaild.config.model import Config
 from exactmaild.core.clock import Clock, SystemClock
 from exactmaild.core.errors import EX_OK, EX_SOFTWARE, TemporaryFailure
 from exactmaild.core.log import Log
 from exactmaild.daemon import logs
-from exactmaild.daemon.control import ControlSocket, StateLock
+from exactmaild.daemon.control import RESCAN, SEND_NOW, ControlSocket, StateLock
 from exactmaild.daemon.metrics import Metrics
-from exactmaild.daemon.reload import Refused, prepare
+from exactmaild.daemon.preflight import refuse_to_start
+from exactmaild.daemon.reload import Refused, prepare, record_running
 from exactmaild.daemon.statusline import status_line
 from exactmaild.daemon.systemd import Notifier
 from exactmaild.outbox.levels import Snapshot
@@ -100,6 +102,11 @@ class Service:
 
     def start(self) -> None:
         cfg = self.cfg
+        if self._transport_factory is None:
+            # A secret file that other users can read, or that is missing, or
+            # a directory this user cannot write, is refused now, at start
+            # (exit 78), not at the first send; check-config runs the same list.
+            refuse_to_start(cfg)
         cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         self._lock.acquire()
         if self.install_signals:
@@ -110,12 +117,7 @@ class Service:
                 signal.signal(sig, self._on_signal)
         self.state = StateStore(cfg.state_dir)
         self.spool = Spool(cfg.spool.dir)
-        transport_factory = self._transport_factory
-        if transport_factory is None:
-            # A secret file that other users can read, or that is missing, is
-            # refused now, at start (exit 78), not at the first send.
-            check_at_start(cfg.account)
-            transport_factory = self._smtp_transport
+        transport_factory = self._transport_factory or self._smtp_transport
         self.sender = Sender(
             cfg,
             self.state,
@@ -154,6 +156,7 @@ class Service:
         self.checks.start(now)
         # next_check too: what `status` shows must be this run's, not the last run's.
         self.state.put(pid=str(os.getpid()), started=str(now), next_check=self.checks.due_text())
+        record_running(cfg, now, log=self.log)
         self.sender.start()
         self.log.info(
             "started",
@@ -270,8 +273,17 @@ class Service:
         if self._control is None:
             return
         for command in self._control.commands():
+            word, _, arg = command.partition(" ")
             if command == "flush":
                 self.flush()
+            elif word in (SEND_NOW, RESCAN) and self.sender is not None:
+                # The queue's index is the sender thread's: it applies these
+                # the next time it looks for a message (at once: woken here).
+                if word == SEND_NOW:
+                    self.sender.outbox.requests.send_now(arg.strip())
+                else:
+                    self.sender.outbox.requests.rescan()
+                self.sender.wake()
             else:
                 self.log.warning("control_unknown", command=command[:40])
 
@@ -308,6 +320,7 @@ class Service:
             self._refuse([f"applying the new configuration failed: {exc}"])
             return
         self.cfg = new
+        record_running(new, self.clock.time(), log=self.log)
         if self.checks is not None:
             self.checks.apply(new, self.clock.time())
         self.metrics.reloads.labels("success").inc()

@@ -11,7 +11,8 @@
 from exactmaild.outbox.claim import Claim, OutOfOrder, Phase, Queued, Settlement
 from exactmaild.outbox.index import Fifo, RetryIndex
 from exactmaild.outbox.levels import Snapshot
-from exactmaild.outbox.outbox import MAX_CRASH_CLAIMS, Outbox
+from exactmaild.outbox.outbox import Outbox
+from exactmaild.outbox.recovery import MAX_CRASH_CLAIMS
 from exactmaild.outbox.spool import REASON_SUFFIX, Entry, Spool, new_queue_id, valid_name
 from exactmaild.outbox.storage import is_storage_problem
 

@@ -32,6 +32,7 @@ from typing import Literal, Protocol
 
 from exactmaild.core.log import Log
 from exactmaild.core.states import DEFERRED, FAILED, HOLD, State
+from exactmaild.store.history import Delivery, RcptStatus
 from exactmaild.store.state import MessageInfo
 
 
@@ -71,6 +72,7 @@ class Settlement:
     at: float | None = None  # when it was decided (the record's time)
     attempt_written: bool = False
     rcpts_written: bool = False
+    record_written: bool = False
 
 
 class Owner(Protocol):
@@ -78,6 +80,7 @@ class Owner(Protocol):
 
     def _reserve(self, claim: Claim, message_id: str, units: int, now: float) -> int: ...
     def _accepted(self, claim: Claim) -> None: ...
+    def _about(self, claim: Claim, raw: bytes) -> None: ...
     def _apply(self, claim: Claim, s: Settlement) -> None: ...
 
 
@@ -107,6 +110,16 @@ class Claim:
         self.accepted_at = 0.0
         self.reply = ""
         self.recipients = 0  # how many accepted it (for the log)
+        # For the history record (outbox.record): the header section, who
+        # submitted it and when, what each recipient got in this attempt,
+        # and what the recipients not named there got (a whole-message failure).
+        self.head = b""
+        self.user = ""
+        self.queued_at: float | None = None
+        self.message_id = ""
+        self.deliveries: tuple[Delivery, ...] = ()
+        self.rest: tuple[RcptStatus, str] | None = None
+        outbox._about(self, queued.raw)
 
     def __repr__(self) -> str:
         return f"<Claim {self.name} {self.phase.value}>"
@@ -124,6 +137,26 @@ class Claim:
         if self.phase not in phases:
             raise OutOfOrder(f"{self!r}: expected {' or '.join(p.value for p in phases)}")
 
+    # -- what the server said, for the history --------------------------------------
+
+    def note_result(
+        self,
+        reply: str,
+        accepted: tuple[str, ...],
+        refused: dict[str, tuple[int, str]],
+        deferred: dict[str, tuple[int, str]],
+        at: float,
+    ) -> None:
+        """What each recipient got in this attempt (before the step that settles it)."""
+        out = [Delivery(r, "accepted", reply, at) for r in accepted]
+        out += [Delivery(r, "refused", f"{c} {t}", at) for r, (c, t) in refused.items()]
+        out += [Delivery(r, "deferred", f"{c} {t}", at) for r, (c, t) in deferred.items()]
+        self.deliveries = tuple(out)
+
+    def note_failure(self, status: RcptStatus, reply: str) -> None:
+        """The whole message failed: every recipient not named so far got `status`."""
+        self.rest = (status, reply)
+
     # -- the steps ---------------------------------------------------------------
 
     def reserve(self, message_id: str, units: int, now: float) -> None:
@@ -131,6 +164,7 @@ class Claim:
         also records the previous accepted send. Raises on a storage failure,
         after giving this message back to the queue (or keeping that for later)."""
         self._expect(Phase.CLAIMED)
+        self.message_id = message_id
         self.attempt = self._outbox._reserve(self, message_id, units, now)
         self.units, self.reserved_at = units, now
         self.phase = Phase.RESERVED

@@ -1,12 +1,15 @@
 """The queue in memory: what is sent next, found without rescanning the spool.
 
-Two orders, one per waiting state:
+Two orders, one per waiting state, and the operator's word above both:
 
 - `new/` is first in, first out: built from one scan at start-up (oldest
   first), then fed by inotify as producers rename files in;
 - `deferred/` is a heap by the time of the next try, so the earliest retry
   is found in O(log n): a scan of every deferred message per send would make
-  a backlog of retries (a server down for a day) quadratic.
+  a backlog of retries (a server down for a day) quadratic;
+- `queue send-now` puts a queued or deferred message before both
+  (`put_first`), however long until its retry; pacing and the cap still
+  decide when it goes.
 
 The index only orders names; the files and their state changes belong to
 the Outbox and the Spool.
@@ -64,6 +67,12 @@ class Fifo:
             self._names.discard(name)
             self._order.remove(name)
 
+    def retain(self, names: set[str]) -> None:
+        """Keep only these names, in their order (one pass: a batch cancel
+        of thousands must not remove them one by one)."""
+        self._order = deque(n for n in self._order if n in names)
+        self._names &= names
+
 
 class RetryIndex:
     """Deferred messages by their next try: a heap with lazy deletion beside a
@@ -119,11 +128,35 @@ class QueueIndex:
     def __init__(self) -> None:
         self.new = Fifo()
         self.deferred = RetryIndex()
+        self._first: deque[str] = deque()  # `queue send-now`, in the order asked
 
     def __len__(self) -> int:
         return len(self.new) + len(self.deferred)
 
+    def put_first(self, name: str) -> None:
+        """Send this one next (it is in `new` or `deferred` already)."""
+        if name in self._first:
+            self._first.remove(name)
+        self._first.appendleft(name)
+
+    def _front(self) -> tuple[str, State] | None:
+        while self._first:
+            name = self._first[0]
+            if name in self.new:
+                return name, NEW
+            if name in self.deferred:
+                return name, DEFERRED
+            self._first.popleft()  # sent, cancelled or held since
+        return None
+
+    def asked_first(self) -> list[str]:
+        """The names `queue send-now` put first that still wait, in that order."""
+        return [n for n in self._first if n in self.new or n in self.deferred]
+
     def first(self, now: float) -> tuple[str, State] | None:
+        front = self._front()
+        if front is not None:
+            return front
         name = self.deferred.first_due(now)
         if name is not None:
             return name, DEFERRED
@@ -132,6 +165,9 @@ class QueueIndex:
 
     def is_first(self, name: str, src: State, now: float) -> bool:
         """Whether `name` is still next (a retry: still due, not rescheduled)."""
+        front = self._front()
+        if front is not None:
+            return front == (name, src)
         if src == NEW:
             return self.new.first() == name
         return self.deferred.get(name) <= now

@@ -41,15 +41,27 @@ class Snapshot:
     resumes_at: float | None = None
     next_send_at: float | None = None
     queue_done_at: float | None = None
+    # The queue in send order, for the forecast (`waiting()`).
+    waiting: tuple[Waiting, ...] = ()
 
 
-def waiting(index: QueueIndex, weigh: Callable[[str, State], int]) -> list[Waiting]:
+# What a waiting message counts against the limit, by queue id and state.
+Weigh = Callable[[str, State], int]
+
+
+def waiting(index: QueueIndex, weigh: Weigh) -> list[Waiting]:
     """The queue as the sender will take it: new messages oldest first, and
     deferred ones with their next try; `weigh` gives each one's units."""
-    queue = [Waiting(name, weigh(name, NEW)) for name in index.new.names()]
+    # `queue send-now` puts messages first whatever their state: they go as
+    # the head of the new mail does.
+    first = index.asked_first()
+    queue = [Waiting(n, weigh(n, NEW if n in index.new else DEFERRED)) for n in first]
+    skip = set(first)
+    queue += [Waiting(n, weigh(n, NEW)) for n in index.new.names() if n not in skip]
     queue += [
-        Waiting(name, weigh(name, DEFERRED), index.deferred.get(name))
-        for name in index.deferred.names()
+        Waiting(n, weigh(n, DEFERRED), index.deferred.get(n))
+        for n in index.deferred.names()
+        if n not in skip
     ]
     return queue
 
@@ -65,8 +77,10 @@ def measure(
     last_send: float | None,
     paused: bool,
     storage_ok: bool,
+    weigh: Weigh | None = None,
 ) -> Snapshot:
-    """The levels at `now`: the allowance as the ledger has it, and the queue."""
+    """The levels at `now`: the allowance as the ledger has it, and the queue
+    (with `weigh`, also each waiting message in send order)."""
     oldest = 0.0
     head = index.new.first()
     if head is not None:
@@ -96,4 +110,5 @@ def measure(
         last_send_timestamp=last_send,
         paused=paused,
         storage_ok=storage_ok,
+        waiting=() if weigh is None else tuple(waiting(index, weigh)),
     )

@@ -12,8 +12,8 @@ Like Mailman's switchboard, the queue's operations are its lifecycle:
 - `settle()` and `tidy()` finish what the overlap leaves waiting.
 
 It owns the spool renames (through `Spool`), the state store's rows of a
-send, the queue index in memory and the limit ledger: callers never build a
-path, and nothing else writes a message's state.
+send and its history record (`record`), the queue index and the ledger:
+callers never build a path, and nothing else writes a message's state.
 
 **The overlap.** A send the server accepted is recorded in the same synced
 commit that reserves the next one (`Claim.reserve()`), and that commit runs
@@ -32,25 +32,24 @@ import contextlib
 import errno
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from zoneinfo import ZoneInfo
 
 from exactmaild.config.model import Send
 from exactmaild.core.clock import Clock
-from exactmaild.core.forecast import Waiting
 from exactmaild.core.limits import DAY, Ledger
 from exactmaild.core.log import Log
 from exactmaild.core.states import ACTIVE, DEFERRED, FAILED, NEW, State
 from exactmaild.outbox.claim import Claim, Phase, Queued, Settlement
 from exactmaild.outbox.index import QueueIndex
-from exactmaild.outbox.levels import Snapshot, measure, waiting
+from exactmaild.outbox.levels import Snapshot, Weigh, measure
+from exactmaild.outbox.record import Recorder
+from exactmaild.outbox.recovery import settle_active
+from exactmaild.outbox.requests import Requests
 from exactmaild.outbox.spool import Spool, valid_name
 from exactmaild.outbox.storage import StorageTrouble, is_storage_problem
 from exactmaild.store.state import StateStore
 
-# A message that was in flight when the daemon died this many times is failed
-# instead of being tried again: it may be what kills the daemon.
-MAX_CRASH_CLAIMS = 3
 # Attempts older than this are pruned: every limit window, the Sent-folder
 # count and crash recovery look back two days at most.
 ATTEMPTS_KEPT = 7 * DAY
@@ -68,6 +67,7 @@ class Outbox:
         log: Log,
         clock: Clock,
         lock: threading.RLock | None = None,
+        history_days: int = 30,  # how long `history` keeps a finished message
     ) -> None:
         self.spool = spool
         self.store = store
@@ -81,7 +81,10 @@ class Outbox:
         self._unrecorded: Claim | None = None  # accepted; its record waits
         self._unremoved: Claim | None = None  # recorded; its file waits
         self._trouble = StorageTrouble(spool, store, log)
+        self._records = Recorder(spool, store, log, clock)
+        self.requests = Requests()  # the operator's, applied on the sender's thread
         self._next_prune = 0.0
+        self.history_days = history_days  # a reload sets it
 
     # -- start-up and configuration ---------------------------------------------------
 
@@ -92,24 +95,7 @@ class Outbox:
         if n:
             self.log.warning("recovered_unknown_sends", count=n, counted=True)
         self._replay(self.ledger, now)
-        for name in self.spool.names(ACTIVE):
-            last = self.store.last_attempt(name)
-            if last is not None and last.status == "sent":
-                self.spool.remove_sent(name)
-                self.store.forget_message(name)
-                self.log.info("recovered_sent", queue_id=name, message_id=last.message_id)
-            elif (crashes := self.store.crashes(name)) >= MAX_CRASH_CLAIMS:
-                reason = (
-                    f"the daemon stopped unexpectedly {crashes} times while sending this "
-                    "message; it was taken out of the queue so it cannot stop the daemon again. "
-                    "Look at the message, then `exactmaild queue retry` it if it is sound."
-                )
-                self.spool.fail(name, ACTIVE, reason)
-                self.store.forget_message(name)
-                self.log.error("message_failed", queue_id=name, reason=reason)
-            else:
-                self.spool.move(name, ACTIVE, NEW)
-                self.log.warning("recovered_claimed", queue_id=name, requeued=True)
+        settle_active(self.spool, self.store, self._records, self.log)
         for name in self.spool.names(DEFERRED):
             info = self.store.message(name)
             self._index.deferred.set(name, info.next_try if info and info.next_try else now)
@@ -151,6 +137,8 @@ class Outbox:
             self.ledger.prune(now - DAY)
         try:
             self.store.prune_attempts(now - ATTEMPTS_KEPT)
+            if gone := self.store.prune_history(now - self.history_days * DAY):
+                self.log.info("history_pruned", records=gone, history_days=self.history_days)
         except (OSError, sqlite3.Error) as exc:
             if not is_storage_problem(exc):
                 raise
@@ -184,6 +172,7 @@ class Outbox:
 
     def next_due(self, now: float, max_size: int) -> Queued | None:
         """The message to send next, read (at most max_size + 1 bytes), or None."""
+        self.requests.apply(self._index, self.spool, self.store, now, self.log)
         while (first := self._index.first(now)) is not None:
             name, src = first
             if not self.spool.is_regular(src, name):
@@ -204,6 +193,7 @@ class Outbox:
 
     def still_next(self, q: Queued, now: float) -> bool:
         """Whether a message read earlier is still the one to send next."""
+        self.requests.apply(self._index, self.spool, self.store, now, self.log)
         return self._index.is_first(q.name, q.src, now) and self.spool.is_regular(q.src, q.name)
 
     def _skip(self, name: str, src: State) -> None:
@@ -227,6 +217,7 @@ class Outbox:
         except FileNotFoundError:
             return
         self.store.forget_message(q.name)
+        self._records.failed(q.name, reason, q.info.tries if q.info else 0, q.raw)
         self.log.error("message_failed", queue_id=q.name, reason=reason)
 
     def claim(self, q: Queued, log: Log) -> Claim | None:
@@ -245,10 +236,14 @@ class Outbox:
     def _reserve(self, claim: Claim, message_id: str, units: int, now: float) -> int:
         prev, self._unrecorded = self._unrecorded, None
         row = None
+        record = None
         if prev is not None:
             row = (prev.attempt, prev.name, prev.accepted_at, prev.reply, prev.info is not None)
+            record = self._records.record(prev, _record_of(prev), prev.accepted_at)
         try:
-            attempt = self.store.settle_and_reserve(row, claim.name, message_id, units, now)
+            attempt = self.store.settle_and_reserve(
+                row, claim.name, message_id, units, now, record=record
+            )
         except BaseException:
             if prev is not None:
                 self._trouble.stranded.append((prev, _record_of(prev)))
@@ -263,6 +258,9 @@ class Outbox:
 
     def _accepted(self, claim: Claim) -> None:
         self._unrecorded = claim
+
+    def _about(self, claim: Claim, raw: bytes) -> None:
+        self._records.about(claim, raw)
 
     def _apply(self, claim: Claim, s: Settlement) -> None:
         """Write a settlement; if storage refuses, keep it for later and raise."""
@@ -280,7 +278,11 @@ class Outbox:
         now = s.at if s.at is not None else self.clock.time()
         if s.attempt is not None and not s.attempt_written:
             if s.attempt == "sent" and s.to is None:
-                self.store.finish_sent(claim.attempt, name, now, s.detail, claim.info is not None)
+                record = self._records.record(claim, s, now)
+                self.store.finish_sent(
+                    claim.attempt, name, now, s.detail, claim.info is not None, record=record
+                )
+                s.record_written = True
             else:
                 self.store.finish(claim.attempt, s.attempt, now, s.detail)
             if s.attempt == "released":
@@ -290,12 +292,16 @@ class Outbox:
             s.attempt_written = True
         if s.done_rcpts and not s.rcpts_written:
             self.store.add_done_recipients(name, list(s.done_rcpts))
+            if s.to == DEFERRED:  # what they got joins the record once all is done
+                done = tuple(d for d in claim.deliveries if d.status != "deferred")
+                self.store.note_deliveries(name, done)
             s.rcpts_written = True
         if s.to is None:
             with contextlib.suppress(FileNotFoundError):  # an interrupted earlier try removed it
                 self.spool.remove_sent(name)
             if s.attempt is None:
                 self.store.forget_message(name)
+                self._records.keep(claim, s, now)
             else:
                 claim.log.info("sent", recipients=claim.recipients)
         elif s.back:
@@ -306,10 +312,11 @@ class Outbox:
                 info = claim.info
                 self._index.deferred.set(name, info.next_try if info and info.next_try else 0.0)
         elif s.to == FAILED:
-            if not self.spool.exists(ACTIVE, name) and self.spool.exists(FAILED, name):
-                return  # finished earlier (applied again after a storage problem)
-            self.spool.fail(name, ACTIVE, s.error)
+            # Applied again after a storage problem, the file may be in failed/ already.
+            if self.spool.exists(ACTIVE, name) or not self.spool.exists(FAILED, name):
+                self.spool.fail(name, ACTIVE, s.error)
             self.store.forget_message(name)
+            self._records.keep(claim, s, now)
         elif s.to == DEFERRED:
             self._from_active(name, DEFERRED)
             self.store.note_temporary_failure(name, now, s.error, s.retry_at)
@@ -370,14 +377,10 @@ class Outbox:
 
     # -- levels ---------------------------------------------------------------------------
 
-    def waiting(self, weigh: Callable[[str, State], int]) -> list[Waiting]:
-        """The queue in send order, for the forecast."""
-        return waiting(self._index, weigh)
-
     def snapshot(
-        self, now: float, *, daily_limit: int, last_send: float | None, paused: bool
+        self, now: float, *, daily_limit: int, last_send: float | None, paused: bool, weigh: Weigh
     ) -> Snapshot:
-        """The levels monitoring, STATUS= and `status` read."""
+        """The levels monitoring, STATUS= and `status` read, and the queue in send order."""
         return measure(
             self._index,
             self.spool,
@@ -388,6 +391,7 @@ class Outbox:
             last_send=last_send,
             paused=paused,
             storage_ok=self.storage_error is None,
+            weigh=weigh,
         )
 
 

@@ -28,11 +28,22 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from exactmaild.core.states import CANCELLABLE, NEW, RETRYABLE, STATES, TMP, State
+from exactmaild.core.states import (
+    CANCELLABLE,
+    DEFERRED,
+    HOLD,
+    NEW,
+    RETRYABLE,
+    STATES,
+    TMP,
+    State,
+)
 from exactmaild.store.durable import fsync_dir as _fsync_dir
 from exactmaild.store.durable import write_new
 
 DIRS = (TMP, *STATES)
+# Where `queue hold` takes a message from: the states the daemon sends from.
+HOLDABLE: tuple[State, ...] = (NEW, DEFERRED)
 REASON_SUFFIX = ".reason"
 # A dot-file: producers' and the daemon's scans never take it for a message.
 _PROBE_NAME = ".exactmaild-storage-probe"
@@ -144,6 +155,11 @@ class Spool:
         """When the file last changed (a queued message: when it was queued)."""
         return os.lstat(os.path.join(self._paths[state], name)).st_mtime
 
+    def owner(self, state: str, name: str) -> tuple[int, float]:
+        """(uid, mtime) of a message's file: who queued it, and when."""
+        st = os.lstat(os.path.join(self._paths[state], name))
+        return st.st_uid, st.st_mtime
+
     def is_regular(self, state: str, name: str) -> bool:
         try:
             return stat.S_ISREG(os.lstat(os.path.join(self._paths[state], name)).st_mode)
@@ -218,6 +234,24 @@ class Spool:
                     os.unlink(self.dir("failed") / (name + REASON_SUFFIX))
             return src
         raise FileNotFoundError(errno.ENOENT, f"no such message {name}", name)
+
+    def hold(self, name: str) -> State:
+        """Park a queued or deferred message in hold/ for a person (`queue
+        hold`); returns the state it was in. Like cancel, the rename decides
+        a race with the daemon's claim."""
+        for src in HOLDABLE:
+            try:
+                self.move(name, src, HOLD)
+            except FileNotFoundError:
+                continue
+            return src
+        raise FileNotFoundError(errno.ENOENT, f"no queued or deferred message {name}", name)
+
+    def release(self, name: str) -> State:
+        """Put a held message back in the queue (hold/ -> new/: the daemon sees
+        it at once)."""
+        self.move(name, HOLD, NEW)
+        return HOLD
 
     def probe_writable(self) -> None:
         """Raise unless the spool takes a small durable write (after ENOSPC, say).

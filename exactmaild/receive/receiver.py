@@ -142,7 +142,7 @@ class Receiver:
         for path in result.extracted:
             self.log.info("receive_attachment_extracted", path=str(path))
         try:
-            return maildir.deliver(rcv.maildir, result.data)
+            return maildir.deliver(rcv.maildir, result.data, group=rcv.group)
         except OSError as exc:
             raise DeliveryFailure(
                 f"deliver: cannot write into receive.maildir {rcv.maildir} ({exc}): "

@@ -8,6 +8,10 @@ reloaded configuration.
 
 * A check runs in its own short-lived thread, so a hung IMAP server never
   stops sending; a check still running is never started twice.
+* The thread marks its result ready (an Event) *before* it wakes the loop,
+  and `tick` takes a ready result whether or not the thread has ended yet:
+  the loop it wakes must not find the thread still alive and sleep on
+  (results were handled up to the loop's 10 s nap late).
 * The next check is computed (and written for `status`) when a check starts,
   not when it ends: a long fetch must not show a past `next_check`.
 * A result is counted (metrics), logged once per failure streak, and written
@@ -35,6 +39,7 @@ from exactmaild.auth.credentials import credentials_for
 from exactmaild.auth.oauth import TokenCache
 from exactmaild.auth.tls import TlsContexts
 from exactmaild.config.model import Config
+from exactmaild.core.counters import Counter, Labelled
 from exactmaild.core.limits import window_bounds
 from exactmaild.core.log import Log
 from exactmaild.core.schedule import next_check
@@ -47,22 +52,14 @@ from exactmaild.store.state import StateStore
 STOP_WAIT = 5.0
 
 
-class _Counter(Protocol):
-    def inc(self, amount: float = 1) -> None: ...
-
-
-class _Labelled(Protocol):
-    def labels(self, *values: str) -> _Counter: ...
-
-
 class CheckMetrics(Protocol):
     """The counters a check's result moves (`exactmaild.daemon.metrics.Metrics` has them)."""
 
     @property
-    def received(self) -> _Counter: ...
+    def received(self) -> Counter: ...
 
     @property
-    def receive_checks(self) -> _Labelled: ...
+    def receive_checks(self) -> Labelled: ...
 
 
 # The sender's `set_external(window_start, units)`: mail sent elsewhere in a window.
@@ -94,6 +91,8 @@ class CheckScheduler:
         # configuration, so a reload reads the CA stores afresh.
         self._tls = TlsContexts()
         self._thread: threading.Thread | None = None
+        # Set by the check's thread once its result is in `_result`.
+        self._ready = threading.Event()
         self._result: CheckResult | None = None
         # The limit window the running check counts the Sent folder in.
         self._window: tuple[float, float] | None = None
@@ -141,7 +140,7 @@ class CheckScheduler:
     def tick(self, now: float) -> None:
         """Handle a finished check, then start one if it is due."""
         t = self._thread
-        if t is not None and not t.is_alive():
+        if t is not None and (self._ready.is_set() or not t.is_alive()):
             self._thread = None
             self._done(now)
         if self.cfg.incoming is None or self._thread is not None:
@@ -173,16 +172,21 @@ class CheckScheduler:
         # started in, and the count is charged to that same window, also
         # when the check ends after midnight.
         self._window = window_bounds(now, ZoneInfo(cfg.timezone), cfg.send.limit_window)
+        # One Event per check: a late word from an earlier thread cannot mark this one ready.
+        self._ready = threading.Event()
         self._thread = threading.Thread(
             target=self._check,
-            args=(cfg, now, self._window),
+            args=(cfg, now, self._window, self._ready),
             name="receive",
             daemon=True,
         )
         self._thread.start()
 
-    def _check(self, cfg: Config, now: float, window: tuple[float, float]) -> None:
-        """The check's thread: one Receiver.check(), then wake the loop to handle it."""
+    def _check(
+        self, cfg: Config, now: float, window: tuple[float, float], ready: threading.Event
+    ) -> None:
+        """The check's thread: one Receiver.check(), then mark the result ready
+        and wake the loop to handle it."""
         try:
             credentials = credentials_for(cfg.account, tokens=self.tokens)
             receiver = Receiver(cfg, self.state, credentials, log=self.log, tls=self._tls)
@@ -190,6 +194,9 @@ class CheckScheduler:
         except Exception as exc:  # never let a check kill the loop
             self.log.exception("receive_crashed")
             self._result = CheckResult(delivered=0, error=str(exc) or type(exc).__name__)
+        # Ready first, then the wake-up: the loop it wakes finds the result
+        # even though this thread has not ended yet.
+        ready.set()
         self._wake()
 
     def _done(self, now: float) -> None:

@@ -100,8 +100,24 @@ def recipients(msg: EmailMessage) -> list[str]:
     return seen
 
 
+def signature_text(signature: str) -> str:
+    """The signature without its delimiter line, which exactmaild adds itself.
+
+    A signature file may be written either way: with the conventional
+    delimiter (`-- ` on a line of its own, RFC 3676 4.3; editors that strip
+    trailing spaces leave `--`) as its first line, or without. Either way the
+    message gets the delimiter once.
+    """
+    body = signature.lstrip("\r\n")
+    first, _, rest = body.partition("\n")
+    if first.rstrip() == "--":
+        return rest
+    return body
+
+
 def _append_signature(msg: EmailMessage, signature: str) -> None:
     """Append the signature to the text body and, when there is one, the HTML body."""
+    signature = signature_text(signature)
     plain = msg.get_body(preferencelist=("plain",))
     if isinstance(plain, EmailMessage) and not plain.is_attachment():
         text = plain.get_content()

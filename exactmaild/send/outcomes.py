@@ -21,6 +21,7 @@ from typing import Protocol
 
 from exactmaild.config.model import Config
 from exactmaild.core.clock import Clock
+from exactmaild.core.counters import Counter, Labelled
 from exactmaild.core.errors import PermanentFailure, UnknownOutcome
 from exactmaild.core.log import Log
 from exactmaild.core.pacing import format_seconds
@@ -32,21 +33,13 @@ from exactmaild.send.message import Prepared
 from exactmaild.send.transport import SendResult
 
 
-class _Counter(Protocol):
-    def inc(self, amount: float = 1) -> None: ...
-
-
-class _Labelled(Protocol):
-    def labels(self, *values: str) -> _Counter: ...
-
-
 class SendMetrics(Protocol):
     """The counters sending moves (daemon.metrics.Metrics has them)."""
 
     @property
-    def sent(self) -> _Counter: ...
+    def sent(self) -> Counter: ...
     @property
-    def send_failures(self) -> _Labelled: ...
+    def send_failures(self) -> Labelled: ...
 
 
 class Outcomes:
@@ -65,6 +58,8 @@ class Outcomes:
     ) -> None:
         refused, deferred, accepted = result.refused, result.deferred, result.accepted
         self._metrics.sent.inc()
+        # What each recipient got, for the history (recipients never go in metrics).
+        claim.note_result(result.reply, accepted, refused, deferred, self._clock.time())
         if not refused and not deferred:
             claim.sent(result.reply, len(accepted), self._clock.time())
             return
@@ -107,6 +102,7 @@ class Outcomes:
     ) -> None:
         error = str(exc)
         self._failed("permanent")
+        claim.note_failure("refused", error)
         claim.fail("released", error)
         log.error("message_failed", reason=error)
         failures = bounces.failures_for(p.recipients, exc)
@@ -135,6 +131,7 @@ class Outcomes:
                 f"last error: {error}"
             )
             if done is None:
+                claim.note_failure("deferred", error)
                 claim.fail(status, reason)
             else:
                 claim.partly(reply, done, reason, None)

@@ -81,6 +81,7 @@ class Sender:
             log=log,
             clock=self.clock,
             lock=self._lock,
+            history_days=cfg.history_days,
         )
         self._outcomes = Outcomes(self.outbox, metrics, self.clock)
         self.transport: Transport = self._transport_factory(cfg)
@@ -144,6 +145,7 @@ class Sender:
             old, self._cfg = self._cfg, cfg
             self.signature = read_signature(cfg)
             self.outbox.set_limits(cfg.send, cfg.timezone)
+            self.outbox.history_days = cfg.history_days
             if (cfg.outgoing, cfg.account) != (old.outgoing, old.account):
                 # A new server or account: the old connection must not carry on.
                 self.transport.close()
@@ -177,8 +179,9 @@ class Sender:
                 daily_limit=self._cfg.send.daily_limit,
                 last_send=self.last_success,
                 paused=self.pause.active(now),
+                weigh=lambda name, src: self._weights.of(name, src, self._cfg),
             )
-            queue = self.outbox.waiting(lambda name, src: self._weights.of(name, src, self._cfg))
+            queue = levels.waiting
             self._weights.keep_only({w.name for w in queue})
             ledger, pacing, last = copy.deepcopy(self.outbox.ledger), self._pacing, self.last_send
             until = self.pause.until if levels.paused else None

@@ -7,7 +7,9 @@
 - `write_new` and `fsync_dir` (`durable`): creating a file and making a
   rename survive a power cut, which the spool and the Maildir build on;
 - `maildir`: delivering one message into a Maildir (`maildir.deliver`), for
-  the mailbox checks and the delivery status notices alike.
+  the mailbox checks and the delivery status notices alike;
+- `running`: the copy of the configuration the daemon runs, which the
+  commands fall back to when the file on disk is refused.
 
 The state store is imported on first use, not with the package: the spool
 (and so `exactmaild sendmail`, run once per message by PHP's `mail()`) needs

@@ -12,7 +12,7 @@ never waits behind the sender's commit and its fsync: WAL readers see the
 last committed state.
 
 `Database` is the base of each part of the store (`sends`, `messages`,
-`facts`, `positions`); `state.StateStore` combines them over one database.
+`history`, `facts`, `positions`); `state.StateStore` combines them over one database.
 """
 
 from __future__ import annotations
@@ -55,6 +55,27 @@ CREATE TABLE IF NOT EXISTS messages (
     next_try REAL,
     last_error TEXT NOT NULL DEFAULT '',
     done_rcpts TEXT NOT NULL DEFAULT '[]'
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS history (
+    id INTEGER PRIMARY KEY,
+    queue_id TEXT NOT NULL,
+    message_id TEXT NOT NULL DEFAULT '',
+    subject TEXT NOT NULL DEFAULT '',
+    user TEXT NOT NULL DEFAULT '',
+    result TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    finished REAL NOT NULL,
+    recipients TEXT NOT NULL DEFAULT '[]',
+    queued_at REAL,
+    tries INTEGER NOT NULL DEFAULT 1
+);
+-- No index beside the rowid: each is one more page in the send's synced
+-- commit. Rows go in finishing order, so the rowid orders them by time, and
+-- a month of history is scanned in milliseconds by `history` and `queue show`.
+CREATE TABLE IF NOT EXISTS history_pending (
+    queue_id TEXT PRIMARY KEY,
+    recipients TEXT NOT NULL,
+    updated REAL NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS imap_position (
     key TEXT PRIMARY KEY,

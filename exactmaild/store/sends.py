@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from exactmaild.store.db import Database
+from exactmaild.store.history import Finished, insert_finished
 
 # Attempt statuses that count against the daily limit. "unknown" is a send
 # whose outcome was lost (crash, dropped connection after DATA): counting it
@@ -61,10 +62,12 @@ class SendRecords(Database):
         message_id: str,
         units: int,
         now: float,
+        *,
+        record: Finished | None = None,
     ) -> int:
         """Reserve a send (count it against the limit) and, in the same synced
-        commit, record the previous send the server accepted, if any; returns
-        the new attempt id.
+        commit, record the previous send the server accepted, if any, with its
+        history `record`; returns the new attempt id.
 
         `sent` is (attempt id, queue id, finished, detail, had retry state) of
         that previous send. Each send is still recorded before the next one's
@@ -73,7 +76,7 @@ class SendRecords(Database):
         """
         with self._tx() as db:
             if sent is not None:
-                _record_sent(db, *sent)
+                _record_sent(db, *sent, record=record)
             cur = db.execute(
                 "INSERT INTO attempts (queue_id, message_id, started, units, status)"
                 " VALUES (?, ?, ?, ?, 'inflight')",
@@ -83,11 +86,19 @@ class SendRecords(Database):
             return cur.lastrowid
 
     def finish_sent(
-        self, attempt_id: int, queue_id: str, now: float, detail: str = "", had_state: bool = True
+        self,
+        attempt_id: int,
+        queue_id: str,
+        now: float,
+        detail: str = "",
+        had_state: bool = True,
+        *,
+        record: Finished | None = None,
     ) -> None:
-        """Record a completed send and forget the message's retry state, in one commit."""
+        """Record a completed send (with its history `record`) and forget the
+        message's retry state, in one commit."""
         with self._tx() as db:
-            _record_sent(db, attempt_id, queue_id, now, detail, had_state)
+            _record_sent(db, attempt_id, queue_id, now, detail, had_state, record=record)
 
     def finish(self, attempt_id: int, status: str, now: float, detail: str = "") -> None:
         """Settle an attempt: sent, unknown (kept counted) or released (not counted)."""
@@ -196,9 +207,12 @@ def _record_sent(
     finished: float,
     detail: str,
     had_state: bool = True,
+    *,
+    record: Finished | None = None,
 ) -> None:
     """Inside a transaction: the attempt was accepted; the message needs no retry
-    state (`had_state` False: it never had any, nothing to delete)."""
+    state (`had_state` False: it never had any, nothing to delete), and its
+    history record, if given, is kept."""
     db.execute(
         "UPDATE attempts SET status = 'sent', finished = ?, detail = ? WHERE id = ?",
         (finished, detail, attempt_id),
@@ -207,3 +221,6 @@ def _record_sent(
     # same: a sent message and its forgotten retry state are one commit.
     if had_state:
         db.execute("DELETE FROM messages WHERE queue_id = ?", (queue_id,))
+        db.execute("DELETE FROM history_pending WHERE queue_id = ?", (queue_id,))
+    if record is not None:
+        insert_finished(db, record)
