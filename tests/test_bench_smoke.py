@@ -2,7 +2,7 @@
 end and print its ratio line. The real figures come from running the scripts
 by hand (docs/benchmarks.md); this only keeps them from rotting.
 
-All six run at once (they are independent processes on their own ports and
+All of them run at once (they are independent processes on their own ports and
 temp dirs), so the whole module takes about as long as the slowest one.
 """
 
@@ -33,7 +33,11 @@ RUNS: dict[str, list[str]] = {
     "idle": ["--seconds", "3", "--repeat", "1"],
     "receive": ["--old", "50", "--small", "10", "--new", "3", "--repeat", "1"],
     "forecast": ["--sizes", "100,1000", "--repeat", "1"],
+    "wan": ["--n", "5", "--n-slow", "3", "--delay-ms", "5", "--no-download", "--timeout", "30"],
 }
+DELAYPROXY = REPO.parent / "shared" / "tools" / "delayproxy.py"
+if not DELAYPROXY.exists():  # bench/wan.py needs it beside the checkout
+    del RUNS["wan"]
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +89,16 @@ def test_receive_fetched_only_the_new(outputs: dict[str, subprocess.CompletedPro
     out = outputs["receive"].stdout
     assert re.findall(r"^ratio (imap|pop3):", out, re.MULTILINE) == ["imap", "pop3"], out
     assert re.findall(r"fetched only the new: (\w+)", out) == ["yes", "yes"], out
+
+
+@pytest.mark.skipif("wan" not in RUNS, reason=f"needs {DELAYPROXY}")
+def test_wan_reports_round_trips_a_message(
+    outputs: dict[str, subprocess.CompletedProcess[str]],
+) -> None:
+    out = outputs["wan"].stdout
+    m = re.search(r"round trips a message: exactmaild ([0-9.]+), 1-RTT client ([0-9.]+)", out)
+    assert m, out
+    assert float(m[1]) > 0 and float(m[2]) > 0, out
+    rows = ("1-RTT client", "exactmaild (immediate)", "raw smtplib", "Postfix", "STARTTLS: steady")
+    for row in rows:
+        assert re.search(rf"{re.escape(row)}.*  ", out), (row, out)

@@ -17,7 +17,8 @@ callers never build a path, and nothing else writes a message's state.
 
 **The overlap.** A send the server accepted is recorded in the same synced
 commit that reserves the next one (`Claim.reserve()`), and that commit runs
-while the server reads the next message's MAIL/RCPT/DATA. So at most one
+while the server reads the next message's MAIL/RCPT/DATA (or once their
+replies are in, where they went with the previous final dot). So at most one
 send is ever accepted but unrecorded: `settle()` writes it on its own before
 the sender waits for anything, and its file is removed (`tidy()`) while the
 server reads the next message's body. A crash at any point leaves the

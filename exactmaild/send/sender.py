@@ -9,10 +9,12 @@ message back. Between steps it waits (`send.waiter`) on a timer, a file
 arriving in the spool, or a wake-up from the main loop, and it closes the
 SMTP connection when the next send is a while off.
 
-Inside one send, MAIL/RCPT/DATA go out, the reservation commits while the
-server answers, then the body and its final dot: the order the Outbox's
-promises rest on. The main loop talks to this thread only through `flush()`,
-`apply()`, `stop()`, `set_external()` and `snapshot()`.
+Inside one send (`send.inflight`), MAIL/RCPT/DATA go out, the reservation
+commits while the server answers, then the body and its final dot: the
+order the Outbox's promises rest on. While the next message may go at once
+on a server that pipelines, its MAIL/RCPT/DATA share that final dot's write
+(`_follow()`): one round trip a message. The main loop talks to this thread
+only through `flush()`, `apply()`, `stop()`, `set_external()` and `snapshot()`.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from exactmaild.core.schedule import next_send_time
 from exactmaild.core.states import NEW
 from exactmaild.outbox import Outbox, Queued, Snapshot, Spool, is_storage_problem
 from exactmaild.send.blocking import Blocking, Forecaster, pacing_of
+from exactmaild.send.inflight import InFlight, Verdict
 from exactmaild.send.jobs import Job, job_for, read_signature
 from exactmaild.send.outcomes import Outcomes, SendMetrics
 from exactmaild.send.transport import Transaction, Transport
@@ -247,19 +250,7 @@ class Sender:
                 nxt = ob.next_retry_time()
                 self._close_if_idle(nxt - now)
                 return nxt - now
-            send = self._cfg.send
-            due = next_send_time(
-                now,
-                last_send=self.last_send,
-                delay=send.delay,
-                immediately=send.immediately,
-                flush=self._flush,
-                ledger=ob.ledger,
-                units=job.units,
-                tz=ob.ledger.tz,
-                days=self._cfg.schedule.days,
-                window=self._cfg.schedule.window,
-            )
+            due = self._due(job, now)
             if math.isinf(due):
                 self._ready = None
                 self._reject(
@@ -294,6 +285,22 @@ class Sender:
             ob.storage_failed(exc)
             return STORAGE_RETRY
         return 0.0
+
+    def _due(self, job: Job, now: float) -> float:
+        """When `job` may go (core.schedule: pacing, hours, the cap)."""
+        send, ob = self._cfg.send, self.outbox
+        return next_send_time(
+            now,
+            last_send=self.last_send,
+            delay=send.delay,
+            immediately=send.immediately,
+            flush=self._flush,
+            ledger=ob.ledger,
+            units=job.units,
+            tz=ob.ledger.tz,
+            days=self._cfg.schedule.days,
+            window=self._cfg.schedule.window,
+        )
 
     def _close_if_idle(self, idle_for: float) -> None:
         if idle_for > IDLE_CLOSE_AFTER and self.transport.connected:
@@ -333,6 +340,8 @@ class Sender:
     # -- one send ---------------------------------------------------------------------
 
     def _send(self, job: Job, now: float) -> None:
+        """Send `job`; while the next message may go at once, carry on with it,
+        its transaction begun in the same write as this final dot."""
         p = job.prepared
         log = self.log.bind(queue_id=job.queued.name, message_id=p.message_id)
         claim = self.outbox.claim(job.queued, log)
@@ -342,47 +351,72 @@ class Sender:
             self.outbox.settle()
             claim.done_already()
             return
-        tx: Transaction | None = None
-        early: Exception | None = None
+        # MAIL, RCPT and DATA go out first (pipelined): the server answers
+        # them while the reservation syncs.
+        flight: InFlight | None = InFlight.begin(job, claim, log, now, self.transport.begin)
+        while flight is not None:
+            flight = self._fly(flight)
+
+    def _fly(self, f: InFlight) -> InFlight | None:
+        """Reserve, deliver and settle one message; returns the next one if its
+        transaction was begun with this final dot."""
+        f.reserve()
+        verdict, nxt = f.deliver(self._dot_went, self._follow, lambda: self._prefetch(f.now))
+        gone = isinstance(verdict, AccountFailure) or not self.transport.connected
+        if nxt is not None and gone:
+            nxt.give_back()  # the connection went with this message, or the queue pauses
+            nxt = None
         try:
-            # MAIL, RCPT and DATA go out first (pipelined): the server answers
-            # them while the reservation below syncs.
-            tx = self.transport.begin(p.sender, p.recipients, p.data)
-        except (AccountFailure, TemporaryFailure, PermanentFailure) as exc:
-            early = exc
-        try:
-            claim.reserve(p.message_id, job.units, now)
+            self._settle(f, verdict)
         except BaseException:
-            if tx is not None:
-                tx.abandon()  # nothing the server could take went out
+            if nxt is not None:
+                nxt.give_back()
             raise
-        log.debug("sending", recipients=len(p.recipients))
-        try:
+        return nxt
+
+    def _dot_went(self) -> None:
+        # Pace from the final dot (or the failure): the next dot comes after its
+        # reservation, so the server never sees a gap shorter than the delay.
+        self.last_send = self.clock.time()
+        self.outbox.tidy()  # the previous file goes while the server reads
+
+    def _follow(self, tx: Transaction) -> InFlight | None:
+        """Begin the next message in the same write as this final dot (RFC
+        2920): where the server pipelines and the next message may go now
+        (`immediately` or `flush`, under the cap, in the hours). A paced
+        sender has nothing to follow with."""
+        if not tx.pipelined or self._stopping:
+            return None
+        self._drain_inotify()
+        now = self.clock.time()
+        with self._lock:
             try:
-                if early is not None:
-                    raise early
-                assert tx is not None
-                tx.end()  # the reservation is durable: the body and its dot may go
-            finally:
-                # Pace from the final dot (or the failure): the next message's
-                # dot comes after its whole begin(), so the gap the server sees
-                # is never shorter than the delay, however long a commit takes.
-                self.last_send = self.clock.time()
-                self.outbox.tidy()  # the previous file goes while the server reads
-            self._prefetch(now)
-            result = tx.reply()
-        except AccountFailure as exc:
-            self._pause(str(exc), now)
-            claim.give_back(str(exc))
-        except TemporaryFailure as exc:  # UnknownOutcome too
-            self._outcomes.temporary(self._cfg, claim, exc, now, log)
-        except PermanentFailure as exc:
-            self._outcomes.permanent(self._cfg, claim, exc, p, log)
+                job = None if self.pause.active(now) else self._next_job(now)
+            except (OSError, sqlite3.Error) as exc:
+                if not is_storage_problem(exc):
+                    raise
+                return None  # the next step meets it again
+            if job is None or not job.prepared.recipients or self._due(job, now) > now:
+                self._ready = job
+                return None
+            self._ready = None
+        log = self.log.bind(queue_id=job.queued.name, message_id=job.prepared.message_id)
+        return InFlight.follow(self.outbox, job, log, now, tx)
+
+    def _settle(self, f: InFlight, verdict: Verdict) -> None:
+        claim, log, now = f.claim, f.log, f.now
+        if isinstance(verdict, AccountFailure):
+            self._pause(str(verdict), now)
+            claim.give_back(str(verdict))
+        elif isinstance(verdict, TemporaryFailure):  # UnknownOutcome too
+            self._outcomes.temporary(self._cfg, claim, verdict, now, log)
+        elif isinstance(verdict, PermanentFailure):
+            self._outcomes.permanent(self._cfg, claim, verdict, f.job.prepared, log)
         else:
             self.last_success = self.clock.time()
             if streak := self.pause.resumed():
                 self.log.info("sending_resumed", paused_for=streak)
-            self._outcomes.accepted(self._cfg, claim, p, result, now, log)
+            self._outcomes.accepted(self._cfg, claim, f.job.prepared, verdict, now, log)
 
     def _pause(self, reason: str, now: float) -> None:
         first = not self.pause.streak or reason != self.pause.reason

@@ -5,18 +5,16 @@ become errors of the tree: replies through `exactmaild.send.replies`; a
 connection lost after the body went out is UnknownOutcome.
 
 DATA is written by hand (not smtplib.sendmail), to know whether the body had
-gone out when a connection dropped and to send body and final dot in one
-write. A transaction is split where the caller must act (`begin()`, then
-`end()` and `reply()`): the caller makes its reservation durable in between,
-while the server answers. With PIPELINING (RFC 2920), MAIL, every RCPT and
-DATA go out in one write: two round trips a message instead of 3 + 1 per
-recipient.
+gone out when a connection dropped. A transaction is split where the caller
+must act (`begin()`, `end()`, `reply()`): its reservation commits in between,
+while the server answers. With PIPELINING (RFC 2920) MAIL, every RCPT and
+DATA go out in one write, and `follow()` puts them in the same write as the
+previous message's final dot: one round trip a message while messages wait.
 """
 
 from __future__ import annotations
 
 import contextlib
-import re
 import smtplib
 import socket
 import ssl
@@ -33,23 +31,11 @@ from exactmaild.core.errors import (
 )
 from exactmaild.send.replies import classify_reply, is_account_reply, no_recipient
 from exactmaild.send.transport import Replies, SendResult
-from exactmaild.send.wire import payload, text_of
-
-# An address smtplib.quoteaddr() would return as "<address>" unchanged.
-_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_PLAIN_ADDR = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@{_ATOM}(?:\.{_ATOM})*")
-
-
-def _quoteaddr(addr: str) -> str:
-    """smtplib.quoteaddr(), without parsing the common plain address."""
-    if _PLAIN_ADDR.fullmatch(addr):
-        return f"<{addr}>"
-    return smtplib.quoteaddr(addr)
+from exactmaild.send.wire import payload, quoteaddr, text_of
 
 
 class _Drop(Exception):
-    """Wraps the error to raise when the connection must be dropped, not reset
-    (replies of a pipelined group left unread)."""
+    """The error to raise once the connection is dropped (pipelined replies unread)."""
 
     def __init__(self, error: Exception) -> None:
         self.error = error
@@ -74,8 +60,7 @@ class SmtpConnection:
         self._tls_contexts = TlsContexts()  # one per SmtpConnection: one per configuration
 
     def _tls(self) -> ssl.SSLContext:
-        """The TLS context, kept across connections (tlscontext: built once, and
-        again only when outgoing.tls_ca_file changes on disk)."""
+        """The TLS context, rebuilt only when outgoing.tls_ca_file changes on disk."""
         return self._tls_contexts.get(self.server.tls_ca_file)
 
     @property
@@ -102,9 +87,9 @@ class SmtpConnection:
                 conn = smtplib.SMTP(
                     s.host, s.port, local_hostname=self.local_hostname, timeout=self.timeout
                 )
-            # Each write follows the server's reply to the one before, so Nagle
-            # has nothing to hold back today; NODELAY keeps it that way should
-            # a write ever follow another directly (a delayed ACK is 40 ms).
+            # Each write is a whole group (a body and its dot with the next
+            # MAIL/RCPT/DATA): NODELAY sends it at once, where Nagle could hold
+            # it for an ACK the server delays (40 ms).
             if conn.sock is not None:
                 conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn.ehlo()
@@ -165,9 +150,8 @@ class SmtpConnection:
             return
         if creds.method == "oauth2":
             user = creds.username
-            # A token the server refuses although it has not expired by our
-            # clock (revoked, or the clocks disagree): one retry with a fresh
-            # one before the login counts as refused and the queue pauses.
+            # A token refused although unexpired by our clock (revoked, or the
+            # clocks disagree): one retry with a fresh one before the pause.
             for attempt in (1, 2):
                 token = creds.secret()
 
@@ -212,8 +196,7 @@ class SmtpConnection:
                 sock.shutdown(socket.SHUT_RDWR)
 
     def send(self, sender: str, recipients: tuple[str, ...], data: bytes) -> SendResult:
-        """One whole SMTP transaction (begin, end, reply). Raises per the module's
-        failure taxonomy."""
+        """One whole SMTP transaction (begin, end, reply); raises per the error tree."""
         tx = self.begin(sender, recipients, data)
         tx.end()
         return tx.reply()
@@ -221,42 +204,31 @@ class SmtpConnection:
     def begin(self, sender: str, recipients: tuple[str, ...], data: bytes) -> Transaction:
         """Start a transaction; the server cannot take the message before
         `Transaction.end()`, so every failure up to then is a known one (never
-        UnknownOutcome). The caller makes durable what it must in between.
-
-        With PIPELINING (RFC 2920) MAIL, the RCPTs and DATA go out here in one
-        write, and their replies are read and judged in `end()`, in order,
-        exactly as they are one by one without it: the server answers while
-        the caller's commit syncs. Without PIPELINING the exchange up to the
-        354 happens here.
-        """
+        UnknownOutcome). Pipelined, MAIL/RCPT/DATA go out in one write and
+        their replies are judged in `end()`, in order, as one by one: the
+        server answers while the caller's commit syncs. Without PIPELINING
+        the exchange up to the 354 happens here."""
         self.connect()
-        conn = self._conn
-        assert conn is not None
-        commands = [f"mail from:{_quoteaddr(sender)}"]
-        commands.extend(f"rcpt to:{_quoteaddr(r)}" for r in recipients)
-        commands.append("data")
-        tx = Transaction(self, conn, recipients, data, commands, conn.has_extn("pipelining"))
+        tx = Transaction(self, sender, recipients, data)
         if tx.pipelined:
-            if any("\r" in c or "\n" in c for c in commands):
-                raise ValueError("command and arguments contain prohibited newline characters")
             try:
-                conn.send("".join(f"{c}\r\n" for c in commands))
+                tx.put(b"")
             except (OSError, smtplib.SMTPException) as exc:
-                self._drop()
-                what = str(exc) or type(exc).__name__
-                raise TemporaryFailure(
-                    f"the connection to {self.server.host} failed: {what}"
-                ) from None
+                raise self._lost(exc) from None
         else:
             tx.exchange()
         return tx
 
+    def _lost(self, exc: Exception) -> TemporaryFailure:
+        """The connection failed before the server could take anything: dropped."""
+        self._drop()
+        what = str(exc) or type(exc).__name__
+        return TemporaryFailure(f"the connection to {self.server.host} failed: {what}")
+
     def _reset_or_drop(self) -> None:
-        conn = self._conn
-        if conn is None:
-            return
         try:
-            conn.rset()
+            if self._conn is not None:
+                self._conn.rset()
         except (OSError, smtplib.SMTPException):
             self._drop()
 
@@ -269,28 +241,33 @@ class SmtpConnection:
 
 class Transaction:
     """One message's transaction (SmtpConnection.begin): `end()` sends the body
-    and its final dot, `reply()` reads the verdict; `abandon()` gives it up."""
+    and its final dot (pipelined: holds them for `follow()` or `reply()`),
+    `reply()` reads the verdict; `abandon()` gives it up."""
 
     def __init__(
-        self,
-        owner: SmtpConnection,
-        conn: smtplib.SMTP,
-        recipients: tuple[str, ...],
-        data: bytes,
-        commands: list[str],
-        pipelined: bool,
+        self, owner: SmtpConnection, sender: str, recipients: tuple[str, ...], data: bytes
     ) -> None:
-        self._owner = owner
-        self._conn = conn
-        self._recipients = recipients
-        self._data = data
-        self._commands = commands
-        self.pipelined = pipelined
+        conn = owner._conn
+        assert conn is not None
+        self._owner, self._conn = owner, conn
+        self._recipients, self._data = recipients, data
+        self._commands = [f"mail from:{quoteaddr(sender)}"]
+        self._commands.extend(f"rcpt to:{quoteaddr(r)}" for r in recipients)
+        self._commands.append("data")
+        if any("\r" in c or "\n" in c for c in self._commands):
+            raise ValueError("command and arguments contain prohibited newline characters")
+        self.pipelined = conn.has_extn("pipelining")
         self._ready = False  # the 354 is in
         self._accepted: tuple[str, ...] = ()
         self._refused: Replies = {}
         self._deferred: Replies = {}
         self._error: BaseException | None = None
+        self._held: bytes | None = None  # the body and its dot, not yet written
+
+    def put(self, before: bytes) -> None:
+        """Write `before` (a held body and dot, or nothing) and MAIL/RCPT/DATA at once."""
+        group = "".join(f"{c}\r\n" for c in self._commands)
+        self._conn.send(before + group.encode(self._conn.command_encoding))
 
     def exchange(self) -> None:
         """MAIL, RCPT, DATA up to the 354 (pipelined: only their replies)."""
@@ -345,32 +322,51 @@ class Transaction:
             owner._drop()
             raise classify_reply(exc.smtp_code, text_of(exc.smtp_error), stage="mail") from None
         except (OSError, smtplib.SMTPException) as exc:
-            owner._drop()
-            what = str(exc) or type(exc).__name__
-            raise TemporaryFailure(
-                f"the connection to {owner.server.host} failed: {what}"
-            ) from None
+            raise owner._lost(exc) from None
         self._accepted = tuple(accepted)
         self._ready = True
 
     def end(self) -> None:
         """Judge the replies up to the 354 (raising a known failure, as begin()
-        does), then send the body and its final dot in one write: from here
-        the server may take the message. A failed write is not raised here but
-        by `reply()`, as UnknownOutcome (some of it may have gone out)."""
+        does), then send the body and its final dot in one write (pipelined:
+        the one of `follow()` or `reply()`): from here the server may take it.
+        A failed write is raised by `reply()`, as UnknownOutcome."""
         if not self._ready:
             self.exchange()
+        if self.pipelined:
+            self._held = payload(self._data)
+            return
         try:
             self._conn.send(payload(self._data))
         except (OSError, smtplib.SMTPException) as exc:
             self._error = exc
 
+    def follow(self, sender: str, recipients: tuple[str, ...], data: bytes) -> Transaction:
+        """After `end()`, before `reply()` (pipelined only): the next transaction's
+        MAIL/RCPT/DATA in the same write as this final dot (RFC 2920), their
+        replies and this verdict in one round trip. A failed write is this
+        message's unknown outcome (from `reply()`) and the next one's known
+        failure (TemporaryFailure, here)."""
+        if self._held is None:
+            raise RuntimeError("follow() needs a pipelined transaction after end()")
+        nxt = Transaction(self._owner, sender, recipients, data)
+        held, self._held = self._held, None
+        try:
+            nxt.put(held)
+        except (OSError, smtplib.SMTPException) as exc:
+            self._error = exc
+            raise self._owner._lost(exc) from None
+        return nxt
+
     def reply(self) -> SendResult:
         """The server's verdict on the message (after `end()`)."""
         host = self._owner.server.host
+        held, self._held = self._held, None
         try:
             if self._error is not None:
                 raise self._error
+            if held is not None:
+                self._conn.send(held)
             code, resp = self._conn.getreply()
         except (OSError, smtplib.SMTPException) as exc:
             self._owner._drop()
@@ -380,13 +376,16 @@ class Transaction:
                 f"went out, before the server confirmed it ({what})"
             ) from None
         text = text_of(resp)
+        if code == 421:
+            # The server is closing (RFC 5321 3.8): nothing begun after it goes on.
+            self._owner._drop()
         if code != 250:
             raise classify_reply(code, text, stage="data")
         return SendResult(self._accepted, self._refused, self._deferred, f"{code} {text}")
 
     def abandon(self) -> None:
-        """Give the transaction up before `end()`: drop the connection, so the
-        server discards it (pipelined replies may be unread)."""
+        """Give it up before `end()`: drop the connection; the server discards it."""
+        self._held = None
         self._owner._drop()
 
 

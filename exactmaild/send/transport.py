@@ -4,8 +4,11 @@
 RCPT, DATA); `Transaction.end()` sends the body and the final dot, from
 which the server may take the message; `Transaction.reply()` reads the
 verdict as a `SendResult` or raises per the error tree. The split is where
-the sender makes its reservation durable. `exactmaild.send.smtp` is the one
-implementation; tests pass scripted ones.
+the sender makes its reservation durable. Where the server pipelines
+(`Transaction.pipelined`), `Transaction.follow()` begins the next message's
+transaction in the same write as this one's final dot, before its verdict:
+one more transaction in flight, one round trip a message.
+`exactmaild.send.smtp` is the one implementation; tests pass scripted ones.
 """
 
 from __future__ import annotations
@@ -29,7 +32,10 @@ class SendResult:
 
 
 class Transaction(Protocol):
+    @property
+    def pipelined(self) -> bool: ...
     def end(self) -> None: ...
+    def follow(self, sender: str, recipients: tuple[str, ...], data: bytes) -> Transaction: ...
     def reply(self) -> SendResult: ...
     def abandon(self) -> None: ...
 
