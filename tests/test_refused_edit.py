@@ -36,9 +36,12 @@ def test_commands_use_the_running_configuration_after_a_refused_edit(
         assert b"running" in exactmaild("status", "-c", str(cfg)).stdout
         assert d.stop() == 0, d.log()
         # No daemon: nothing runs that configuration any more; the file's errors stand.
+        # `status` says so as a monitoring check does: 3, UNKNOWN, with the error.
         r = exactmaild("status", "-c", str(cfg))
-        assert r.returncode == 78, r.stderr
+        assert r.returncode == 3, r.stderr
+        assert b"send.daily_limit" in r.stderr and b"UNKNOWN" in r.stderr, r.stderr
         assert b"using the configuration" not in r.stderr
+        assert exactmaild("queue", "list", "-c", str(cfg)).returncode == 78
     finally:
         if d.proc.poll() is None:
             d.kill()

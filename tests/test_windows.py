@@ -287,12 +287,21 @@ def test_send_immediately_cap_full_waits_for_local_midnight(day: str, expected: 
     ledger = ledger_with("calendar_day", 2, sends)
     now = at(LON, f"{day} 13:00")
     assert send_time(now, ledger, immediately=True) == expected
-    assert send_time(now, ledger, flush=True) == expected
+    # A flush at the cap is paced: it never fires at the reset itself.
+    assert send_time(now, ledger, flush=True, immediately=True) == expected
 
 
 def test_send_flush_still_obeys_cap() -> None:
     ledger = ledger_with("calendar_day", 3, full_day(TUE, 3))
-    assert send_time(at(LON, f"{TUE} 10:00"), ledger, flush=True) == utc("2026-03-25 00:00")
+    # At the cap a flush is over: paced, the next opening (not the midnight reset).
+    assert send_time(at(LON, f"{TUE} 10:00"), ledger, flush=True) == at(LON, "2026-03-25 08:00")
+
+
+def test_send_flush_goes_now_outside_the_window_when_the_cap_has_room() -> None:
+    ledger = ledger_with("calendar_day", 3, [])
+    now = at(LON, f"{TUE} 21:00")
+    assert send_time(now, ledger, flush=True) == now
+    assert send_time(now, ledger) == at(LON, "2026-03-25 08:00")
 
 
 def test_send_too_big_for_the_allowance_is_never() -> None:

@@ -8,8 +8,8 @@ them.
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import sqlite3
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -92,22 +92,31 @@ def cmd_flush(args: argparse.Namespace) -> int:
             f"exactmaild is not running (no daemon holds {cfg.state_dir}); "
             f"start it with {how_to('start', cfg.state_dir)}"
         )
+    from exactmaild.cli.status import flush_outlook
+
+    outlook = flush_outlook(cfg)  # before the daemon acts on it
     send_control(cfg, "flush")
-    print("flush requested: checking the mailbox and sending the queue now (within the limit)")
+    print(f"flush requested: checking the mailbox; {outlook}")
     return EX_OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from exactmaild.cli.status import collect, render
+    from exactmaild.cli.status import UNKNOWN, collect, exit_code, render, to_json
 
-    cfg = load_running(args.config)
-    st = collect(cfg)
+    try:
+        cfg = load_running(args.config)
+        st = collect(cfg)
+    except (ExactmailError, OSError, sqlite3.Error) as exc:
+        # Monitoring reads 3 as UNKNOWN: nothing could be told.
+        print(f"exactmaild UNKNOWN: {exc}", file=sys.stderr)
+        return UNKNOWN
     if args.json:
-        print(json.dumps(st, indent=1, sort_keys=True))
-    else:
-        # Colours on a terminal only, and never when NO_COLOR is set (no-color.org).
-        print(render(st, color=sys.stdout.isatty() and not os.environ.get("NO_COLOR")))
-    return EX_OK
+        # For scripts: the answer is the JSON (its `state` says OK..CRITICAL).
+        print(to_json(st))
+        return EX_OK
+    # Colours on a terminal only, and never when NO_COLOR is set (no-color.org).
+    print(render(st, color=sys.stdout.isatty() and not os.environ.get("NO_COLOR")))
+    return exit_code(st)
 
 
 def cmd_reset_mailbox_counter(args: argparse.Namespace) -> int:

@@ -144,26 +144,62 @@ def cmd_queue(args: argparse.Namespace) -> int:
 
 
 def _list(cfg: Config, spool: Spool, *, as_json: bool) -> int:
+    """The queue in send order (due retries and new mail as the sender takes
+    them, then held and failed), each waiting one with its expected send time
+    from the forecast `status` shows."""
+    import datetime as dt
+    import math
+    import time
+    from zoneinfo import ZoneInfo
+
+    from exactmaild.cli.status import forecast_from_disk
+    from exactmaild.core.limits import Ledger
     from exactmaild.core.states import PUBLIC_NAME, REPORTED
     from exactmaild.store.state import StateStore
 
+    now = time.time()
+    tz = ZoneInfo(cfg.timezone)
+    ledger = Ledger(cfg.send.limit_window, tz, cfg.send.allowance)
     infos: dict[str, Any] = {}
+    last_send = paused_until = None
     if (cfg.state_dir / "exactmaild.sqlite3").exists():
         st = StateStore(cfg.state_dir, create=False)
-        infos = st.messages()
-        st.close()
+        try:
+            infos = st.messages()
+            for when, units in st.counted_sends(now - 2 * 86400):
+                ledger.record(when, units)
+            last_send = st.last_sent()
+            until = st.get("pause_until")
+            paused_until = float(until) if until and until != "None" else None
+        finally:
+            st.close()
+    order = forecast_from_disk(
+        cfg, now, ledger, infos, last_send=last_send, paused_until=paused_until
+    ).sends
+    rank = {name: i for i, (name, _) in enumerate(order)}
+    expected = dict(order)
+    entries = sorted(
+        spool.entries(REPORTED), key=lambda e: (rank.get(e.queue_id, len(rank)), e.mtime)
+    )
+
+    def iso(ts: float | None) -> str | None:
+        if ts is None or not math.isfinite(ts):
+            return None
+        return dt.datetime.fromtimestamp(ts, tz).isoformat(timespec="seconds")
+
     rows: list[dict[str, Any]] = []
-    for e in spool.entries(REPORTED):
+    for e in entries:
         info = infos.get(e.queue_id)
         rows.append(
             {
                 "id": e.queue_id,
                 "state": PUBLIC_NAME[e.state],
                 "size": e.size,
-                "queued_at": e.mtime,
+                "queued_at": iso(e.mtime),
                 "tries": info.tries if info else 0,
-                "next_try": info.next_try if info else None,
+                "next_try": iso(info.next_try) if info and info.next_try else None,
                 "last_error": info.last_error if info else "",
+                "sends_at": iso(expected.get(e.queue_id)),
             }
         )
     if as_json:
@@ -175,5 +211,19 @@ def _list(cfg: Config, spool: Spool, *, as_json: bool) -> int:
         print("the queue is empty")
     for r in rows:
         extra = f"  tries {r['tries']}: {r['last_error'][:60]}" if r["tries"] else ""
-        print(f"{r['id']}  {r['state']:<9} {r['size']:>9} B{extra}")
+        sends = ""
+        if r["id"] in expected:
+            t = expected[r["id"]]
+            sends = (
+                "  never: larger than the allowance"
+                if math.isinf(t)
+                else f"  sends {_at(t, tz, now)}"
+            )
+        print(f"{r['id']}  {r['state']:<9} {r['size']:>9} B{sends}{extra}")
     return EX_OK
+
+
+def _at(ts: float, tz: Any, now: float) -> str:
+    from exactmaild.core.schedule import describe_next
+
+    return describe_next(ts, tz, now=now)

@@ -2,25 +2,105 @@
 
 Everything is read from the durable state and the spool directories (never
 from the daemon's memory), so the answer is the same whether the daemon runs,
-has crashed, or was never started.
+has crashed, or was never started. The forecast (`core.forecast`, the same
+arithmetic that paces real sends) says what blocks sending now, when that
+ends, when the next send goes and when the queue will have gone;
+`queue list` takes each message's expected time from `forecast_from_disk()`.
+
+`exit_code()` follows the monitoring-plugins convention, so Nagios or
+Icinga can run `exactmaild status` as a check: 0 OK, 1 WARNING (sending
+paused, failed or held messages, the last mailbox check failed), 2 CRITICAL
+(the daemon is not running, the spool or state cannot be written), 3
+UNKNOWN (the configuration or the state cannot be read). `status --json`
+carries the same verdict in `state` and exits 0 whenever it could answer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import json
 import math
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from exactmaild.config.model import Config
+from exactmaild.core.forecast import Forecast, Pacing, Waiting, forecast
+from exactmaild.core.hours import ALL_DAYS
 from exactmaild.core.limits import Ledger
 from exactmaild.core.pacing import format_seconds
 from exactmaild.core.schedule import describe_next
 from exactmaild.outbox.spool import Spool
+from exactmaild.store.messages import MessageInfo
 from exactmaild.store.state import DB_NAME, StateStore
 
+OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
+# The fields of `status --json` that are instants: ISO 8601 with the offset.
+TIME_FIELDS = (
+    "now",
+    "window_resets_at",
+    "oldest_queued_at",
+    "last_check",
+    "next_check",
+    "last_check_failed_at",
+    "pause_until",
+    "resumes_at",
+    "next_send_at",
+    "queue_done_at",
+)
 
-def collect(cfg: Config, now: float | None = None) -> dict[str, Any]:
+
+def forecast_from_disk(
+    cfg: Config,
+    now: float,
+    ledger: Ledger,
+    infos: dict[str, MessageInfo],
+    *,
+    last_send: float | None,
+    paused_until: float | None = None,
+    storage_ok: bool = True,
+    flush: bool = False,
+) -> Forecast:
+    """The forecast of the spool's queue as it stands: new/ oldest first,
+    deferred/ by next try, each message weighed as the sender weighs it."""
+    from exactmaild.send.weights import units_of
+
+    queue: list[Waiting] = []
+    if cfg.spool.dir.is_dir():
+        spool = Spool(cfg.spool.dir, create=False)
+        counts = cfg.send.limit_counts
+
+        def units(state: str, name: str) -> int:
+            if counts == "messages":
+                return 1
+            info = infos.get(name)
+            with contextlib.suppress(OSError, ValueError):
+                raw = spool.read(state, name, cfg.spool.max_message_size)
+                return units_of(raw, counts, info.done_rcpts if info else ())
+            return 1
+
+        queue = [Waiting(n, units("new", n)) for n in spool.queued_oldest_first()]
+        with contextlib.suppress(FileNotFoundError):
+            for n in spool.names("deferred"):
+                info = infos.get(n)
+                retry = info.next_try if info and info.next_try else now
+                queue.append(Waiting(n, units("deferred", n), retry))
+    send, sched = cfg.send, cfg.schedule
+    pacing = Pacing(send.delay, send.immediately, ledger.tz, sched.days, sched.window)
+    return forecast(
+        now,
+        ledger,
+        queue,
+        pacing,
+        last_send=last_send,
+        paused_until=paused_until,
+        storage_ok=storage_ok,
+        flush=flush,
+    )
+
+
+def collect(cfg: Config, now: float | None = None, *, flush: bool = False) -> dict[str, Any]:
+    """Everything `status` shows; `flush`: the forecast as right after `exactmaild flush`."""
     import time
 
     from exactmaild.daemon.control import daemon_running
@@ -30,6 +110,8 @@ def collect(cfg: Config, now: float | None = None) -> dict[str, Any]:
     ledger = Ledger(cfg.send.limit_window, tz, cfg.send.allowance)
     meta: dict[str, str] = {}
     counted_elsewhere = None
+    infos: dict[str, MessageInfo] = {}
+    last_sent = None
     if (cfg.state_dir / DB_NAME).exists():
         st = StateStore(cfg.state_dir, create=False)
         try:
@@ -37,6 +119,8 @@ def collect(cfg: Config, now: float | None = None) -> dict[str, Any]:
                 ledger.record(when, units)
             meta = st.get_all()
             counted_elsewhere = st.sent_elsewhere()
+            infos = st.messages()
+            last_sent = st.last_sent()
         finally:
             st.close()
     elsewhere = 0
@@ -70,6 +154,17 @@ def collect(cfg: Config, now: float | None = None) -> dict[str, Any]:
 
     pause_until = ts("pause_until")
     paused = running and pause_until is not None and pause_until > now
+    storage_error = meta.get("storage_error") if running else None
+    f = forecast_from_disk(
+        cfg,
+        now,
+        ledger,
+        infos,
+        last_send=last_sent,
+        paused_until=pause_until if paused else None,
+        storage_ok=storage_error is None,
+        flush=flush,
+    )
     return {
         "daemon_running": running,
         "pid": int(meta["pid"]) if running and meta.get("pid") else None,
@@ -93,7 +188,19 @@ def collect(cfg: Config, now: float | None = None) -> dict[str, Any]:
         "last_check_failed_at": ts("receive_error_at") if meta.get("receive_error") else None,
         "paused": paused,
         "pause_reason": meta.get("pause_reason") if paused else None,
-        "storage_error": meta.get("storage_error") if running else None,
+        "pause_until": pause_until if paused else None,
+        "storage_error": storage_error,
+        "blocked_by": f.blocked_by,
+        "resumes_at": f.resumes_at,
+        "next_send_at": f.next_send_at,
+        "queue_done_at": f.queue_done_at,
+        "forecast_messages": sum(1 for _, t in f.sends if math.isfinite(t)),
+        "sendable_now": sum(1 for _, t in f.sends if t <= now),
+        "_later": [t for _, t in f.sends if math.isfinite(t) and t > now],
+        "schedule": {
+            "window": None if cfg.schedule.window is None else str(cfg.schedule.window),
+            "days": list(cfg.schedule.days),
+        },
         "last_error": meta.get("receive_error")
         or meta.get("storage_error")
         or (meta.get("pause_reason") if paused else None),
@@ -108,6 +215,108 @@ def _when(ts: float | None, tz: ZoneInfo, now: float) -> str:
         if ts >= now
         else dt.datetime.fromtimestamp(ts, tz).strftime("%a %d %b %H:%M")
     )
+
+
+def flush_outlook(cfg: Config, now: float | None = None) -> str:
+    """What a flush will do, from the same forecast, said before the daemon acts:
+    how many go now, or why nothing can and when the next one goes."""
+    s = collect(cfg, now, flush=True)
+    tz, now = ZoneInfo(s["timezone"]), s["now"]
+    waiting = s["queue"].get("queued", 0) + s["queue"].get("deferred", 0)
+    if s["storage_error"]:
+        return f"nothing can be sent now: storage problem: {s['storage_error']}"
+    if not waiting:
+        return "the queue is empty"
+    rest = waiting - s["sendable_now"]
+    after = ""
+    if rest and s["next_send_at"] is not None:
+        nxt = min(s["_later"], default=None)
+        after = f"; the other {rest} paced as usual" + (
+            f", the next {_when(nxt, tz, now)}" if nxt is not None else ""
+        )
+    if s["sendable_now"]:
+        return f"sending {s['sendable_now']} of {waiting} now (within the limit){after}"
+    used = s["sent_in_window"] + s["sent_elsewhere_in_window"]
+    why = (
+        f"daily limit reached ({used}/{s['allowance']}), resets "
+        f"{_when(s['window_resets_at'], tz, now)}"
+        if s["remaining"] < 1 or s["blocked_by"] == "limit"
+        else "the next message is larger than what the limit has left"
+    )
+    nxt_text = _when(s["next_send_at"], tz, now) if s["next_send_at"] is not None else "never"
+    return f"nothing can be sent now: {why}; the next send goes {nxt_text}"
+
+
+def exit_code(s: dict[str, Any]) -> int:
+    """The monitoring-plugins state of a `collect()` answer (see the module's text)."""
+    if not s["daemon_running"] or s["storage_error"]:
+        return CRITICAL
+    q = s["queue"]
+    if s["paused"] or q.get("failed") or q.get("hold") or s["receive_error"]:
+        return WARNING
+    return OK
+
+
+def to_json(s: dict[str, Any]) -> str:
+    """`status --json`: every instant as ISO 8601 with its offset, in the configured zone."""
+    tz = ZoneInfo(s["timezone"])
+    out = {k: v for k, v in s.items() if not k.startswith("_")}  # "_": for the text only
+    for key in TIME_FIELDS:
+        if isinstance(out.get(key), (int, float)):
+            out[key] = iso(out[key], tz)
+    out["state"] = ("OK", "WARNING", "CRITICAL", "UNKNOWN")[exit_code(s)]
+    return json.dumps(out, indent=1, sort_keys=True)
+
+
+def iso(ts: float, tz: ZoneInfo) -> str:
+    return dt.datetime.fromtimestamp(ts, tz).isoformat(timespec="seconds")
+
+
+def rate(s: dict[str, Any]) -> str:
+    """How fast the queue drains: "2 a minute within 08:00-17:00 on mon-fri"."""
+    if s["immediately"] or not s["delay_seconds"]:
+        return "as fast as the server takes them, within the limit"
+    per_minute = 60 / s["delay_seconds"]
+    if per_minute >= 1:
+        text = f"{per_minute:.3g} a minute"
+    elif per_minute * 60 >= 1:
+        text = f"about {round(per_minute * 60)} an hour"
+    else:
+        text = f"one every {s['delay_seconds'] / 3600:.3g} h"
+    sched = s["schedule"]
+    if sched["window"]:
+        text += f" within {sched['window']}"
+    if tuple(sched["days"]) != ALL_DAYS:
+        text += " on " + _days(sched["days"])
+    return text
+
+
+def _days(days: list[str]) -> str:
+    """["mon", "tue", "wed", "fri"] -> "Mon-Wed, Fri"."""
+    picked = [i for i, d in enumerate(ALL_DAYS) if d in days]
+    runs: list[list[int]] = []
+    for i in picked:
+        if runs and runs[-1][-1] == i - 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    name = [d.capitalize() for d in ALL_DAYS]
+    return ", ".join(name[r[0]] if len(r) == 1 else f"{name[r[0]]}-{name[r[-1]]}" for r in runs)
+
+
+def blocked_text(s: dict[str, Any], tz: ZoneInfo, now: float) -> str | None:
+    """What blocks sending now and when that ends, in words; None if nothing does."""
+    why, until = s["blocked_by"], s["resumes_at"]
+    when = _when(until, tz, now) if until is not None else "never (no day is open)"
+    if why == "window":
+        return f"window closed, opens {when}"
+    if why == "limit":
+        return f"daily limit reached, resets {when}"
+    if why == "paused":
+        return f"paused: {s['pause_reason']}, next try {when}"
+    if why == "storage":
+        return f"storage problem: {s['storage_error']}"
+    return None
 
 
 # ANSI SGR colours for a terminal (`color`): what needs a look stands out.
@@ -127,8 +336,9 @@ def render(s: dict[str, Any], *, color: bool = False) -> str:
     filled = min(width, round(width * used / allowance))
     bar = _paint("#" * filled, _RED if used >= allowance else _GREEN, color and filled > 0)
     bar += "." * (width - filled)
+    state = ("OK", "WARNING", "CRITICAL", "UNKNOWN")[exit_code(s)]
     lines = [
-        "exactmaild "
+        f"exactmaild {_paint(state, (_GREEN, _YELLOW, _RED, _YELLOW)[exit_code(s)], color)}: "
         + (
             _paint(f"running (pid {s['pid']})", _GREEN, color)
             if s["daemon_running"]
@@ -146,12 +356,22 @@ def render(s: dict[str, Any], *, color: bool = False) -> str:
     )
     pace = "immediately" if s["immediately"] else f"one every {s['delay_seconds']:g}s"
     lines.append(f"pacing    {pace}")
+    blocked = blocked_text(s, tz, now)
+    if blocked:
+        lines.append(f"sending   {blocked}")
+    if s["next_send_at"] is not None:
+        lines.append(f"next send {_when(s['next_send_at'], tz, now)}")
     q = s["queue"]
     lines.append(
         f"queue     {q.get('queued', 0)} queued, {q.get('deferred', 0)} deferred, "
         f"{q.get('hold', 0)} held, {q.get('failed', 0)} failed"
         + (f", {q['active']} sending" if q.get("active") else "")
     )
+    if s["queue_done_at"] is not None:
+        n = s["forecast_messages"]
+        lines.append(
+            f"          all {n} sent by {_when(s['queue_done_at'], tz, now)}, at {rate(s)}"
+        )
     if s["oldest_queued_at"]:
         age = max(1, round(now - s["oldest_queued_at"]))
         lines.append(f"          oldest waiting {format_seconds(age)}")

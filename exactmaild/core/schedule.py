@@ -116,15 +116,20 @@ def next_send_time(
     """When the next message, of `units`, may go: an instant >= `now`, or math.inf.
 
     Paced (the default): no sooner than `delay` after `last_send`, inside the
-    hours, and where the ledger has room. `immediately` (config) and `flush`
-    (the command) drop the delay and the hours, never the cap. math.inf means
-    never: the message is larger than the whole allowance, or no day is open.
+    hours, and where the ledger has room. `immediately` (config) drops the
+    delay and the hours, never the cap. `flush` (the command) drops them only
+    for a message the cap lets go at `now`: one that must wait is paced, so a
+    flush never fires later (at the cap's reset outside the hours, or in a
+    burst once the limit is raised). math.inf means never: the message is
+    larger than the whole allowance, or no day is open.
     """
     if delay < 0:
         raise ValueError("delay must be 0 or more")
     if not ledger.fits_at_all(units):
         return math.inf
-    if immediately or flush:
+    if flush and ledger.can_send(now, units):
+        return now
+    if immediately:
         return ledger.next_allowed(now, units)
     t = now if last_send is None else max(now, last_send + delay)
     # Each constraint can push past another (the cap resets at midnight,

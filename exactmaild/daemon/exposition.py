@@ -24,6 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler, make_wsgi_app
 from prometheus_client.registry import Collector
 
+from exactmaild.core.forecast import BLOCKERS
 from exactmaild.core.states import PUBLIC_NAME, REPORTED
 
 if TYPE_CHECKING:
@@ -137,6 +138,18 @@ class _LevelCollector(Collector):
             "0 while the spool or the state store cannot be written (disk full, read-only).",
             1 if s.storage_ok else 0,
         )
+        if s.queue_done_at is not None:
+            yield gauge(
+                "exactmaild_queue_forecast_done_timestamp_seconds",
+                "Unix time by which the queue as it stands will have gone (absent: nothing waits).",
+                s.queue_done_at,
+            )
+        b = GaugeMetricFamily(
+            "exactmaild_blocked", "1 while sending is blocked for that reason.", labels=["reason"]
+        )
+        for reason in BLOCKERS:
+            b.add_metric([reason], 1 if s.blocked_by == reason else 0)
+        yield b
 
 
 class OAuthCollector(Collector):

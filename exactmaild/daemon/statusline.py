@@ -16,7 +16,9 @@ from exactmaild.outbox.levels import Snapshot
 def status_line(
     s: Snapshot, *, pause_reason: str, next_check: float, tz: ZoneInfo, now: float
 ) -> str:
-    """E.g. "sent 12/500 in window, 488 left, 3 queued, next check today 12:00"."""
+    """E.g. "sent 12/500 in window, 488 left, 3 queued, all sent by today 10:36,
+    next check today 12:00"; what blocks sending ("window closed, opens
+    tomorrow 08:00") and when the queue will have gone come from the forecast."""
     parts = [
         f"sent {s.sent_in_window}/{s.daily_limit} in window",
         f"{s.remaining} left",
@@ -28,6 +30,11 @@ def status_line(
         parts.append("PAUSED: " + pause_reason)
     if not s.storage_ok:
         parts.append("STORAGE PROBLEM")
+    if s.blocked_by in ("window", "limit") and s.resumes_at is not None:
+        what = "window closed, opens" if s.blocked_by == "window" else "limit reached, resets"
+        parts.append(f"{what} {describe_next(s.resumes_at, tz, now=now)}")
+    if s.queue_done_at is not None:
+        parts.append("all sent by " + describe_next(s.queue_done_at, tz, now=now))
     if math.isfinite(next_check):
         parts.append("next check " + describe_next(next_check, tz, now=now))
     return ", ".join(parts)

@@ -58,6 +58,10 @@ class Fifo:
     def first(self) -> str | None:
         return self._order[0] if self._order else None
 
+    def names(self) -> list[str]:
+        """Oldest first: the order they will be sent in."""
+        return list(self._order)
+
     def discard(self, name: str) -> None:
         if name in self._names:
             self._names.discard(name)
@@ -144,6 +148,10 @@ class QueueIndex:
                 return name, DEFERRED
             self._first.popleft()  # sent, cancelled or held since
         return None
+
+    def asked_first(self) -> list[str]:
+        """The names `queue send-now` put first that still wait, in that order."""
+        return [n for n in self._first if n in self.new or n in self.deferred]
 
     def first(self, now: float) -> tuple[str, State] | None:
         front = self._front()

@@ -2,17 +2,20 @@
 
 The sender takes it under its lock; the metrics exposition, the systemd
 STATUS= line and `exactmaild status` all read the same figures from it, so
-they never disagree.
+they never disagree. `waiting()` lists the queue in send order for the
+forecast (`core.forecast`), whose answers the sender adds to the Snapshot.
 """
 
 from __future__ import annotations
 
 import contextlib
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from exactmaild.core.forecast import Blocker, Waiting
 from exactmaild.core.limits import Ledger
-from exactmaild.core.states import DEFERRED, NEW, PUBLIC_NAME, REPORTED
+from exactmaild.core.states import DEFERRED, NEW, PUBLIC_NAME, REPORTED, State
 from exactmaild.outbox.index import QueueIndex
 from exactmaild.outbox.spool import Spool
 from exactmaild.store.state import StateStore
@@ -33,6 +36,34 @@ class Snapshot:
     last_receive_check_timestamp: float | None = None
     paused: bool = False
     storage_ok: bool = True
+    # The forecast (core.forecast): None when nothing waits or it cannot be told.
+    blocked_by: Blocker | None = None
+    resumes_at: float | None = None
+    next_send_at: float | None = None
+    queue_done_at: float | None = None
+    # The queue in send order, for the forecast (`waiting()`).
+    waiting: tuple[Waiting, ...] = ()
+
+
+# What a waiting message counts against the limit, by queue id and state.
+Weigh = Callable[[str, State], int]
+
+
+def waiting(index: QueueIndex, weigh: Weigh) -> list[Waiting]:
+    """The queue as the sender will take it: new messages oldest first, and
+    deferred ones with their next try; `weigh` gives each one's units."""
+    # `queue send-now` puts messages first whatever their state: they go as
+    # the head of the new mail does.
+    first = index.asked_first()
+    queue = [Waiting(n, weigh(n, NEW if n in index.new else DEFERRED)) for n in first]
+    skip = set(first)
+    queue += [Waiting(n, weigh(n, NEW)) for n in index.new.names() if n not in skip]
+    queue += [
+        Waiting(n, weigh(n, DEFERRED), index.deferred.get(n))
+        for n in index.deferred.names()
+        if n not in skip
+    ]
+    return queue
 
 
 def measure(
@@ -46,8 +77,10 @@ def measure(
     last_send: float | None,
     paused: bool,
     storage_ok: bool,
+    weigh: Weigh | None = None,
 ) -> Snapshot:
-    """The levels at `now`: the allowance as the ledger has it, and the queue."""
+    """The levels at `now`: the allowance as the ledger has it, and the queue
+    (with `weigh`, also each waiting message in send order)."""
     oldest = 0.0
     head = index.new.first()
     if head is not None:
@@ -77,4 +110,5 @@ def measure(
         last_send_timestamp=last_send,
         paused=paused,
         storage_ok=storage_ok,
+        waiting=() if weigh is None else tuple(waiting(index, weigh)),
     )

@@ -43,7 +43,7 @@ from exactmaild.core.log import Log
 from exactmaild.core.states import ACTIVE, DEFERRED, FAILED, NEW, State
 from exactmaild.outbox.claim import Claim, Phase, Queued, Settlement
 from exactmaild.outbox.index import QueueIndex
-from exactmaild.outbox.levels import Snapshot, measure
+from exactmaild.outbox.levels import Snapshot, Weigh, measure
 from exactmaild.outbox.record import Recorder
 from exactmaild.outbox.recovery import settle_active
 from exactmaild.outbox.requests import Requests
@@ -388,9 +388,9 @@ class Outbox:
     # -- levels ---------------------------------------------------------------------------
 
     def snapshot(
-        self, now: float, *, daily_limit: int, last_send: float | None, paused: bool
+        self, now: float, *, daily_limit: int, last_send: float | None, paused: bool, weigh: Weigh
     ) -> Snapshot:
-        """The levels monitoring, STATUS= and `status` read."""
+        """The levels monitoring, STATUS= and `status` read, and the queue in send order."""
         return measure(
             self._index,
             self.spool,
@@ -401,6 +401,7 @@ class Outbox:
             last_send=last_send,
             paused=paused,
             storage_ok=self.storage_error is None,
+            weigh=weigh,
         )
 
 

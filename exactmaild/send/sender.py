@@ -20,6 +20,7 @@ only through `flush()`, `apply()`, `stop()`, `set_external()` and `snapshot()`.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import sqlite3
 import threading
@@ -33,16 +34,19 @@ from exactmaild.core.errors import (
     PermanentFailure,
     TemporaryFailure,
 )
+from exactmaild.core.forecast import Pacing
 from exactmaild.core.log import Log
 from exactmaild.core.pause import AccountPause
 from exactmaild.core.schedule import next_send_time
 from exactmaild.core.states import NEW
 from exactmaild.outbox import Outbox, Queued, Snapshot, Spool, is_storage_problem
+from exactmaild.send.blocking import Blocking, Forecaster, pacing_of
 from exactmaild.send.inflight import InFlight, Verdict
 from exactmaild.send.jobs import Job, job_for, read_signature
 from exactmaild.send.outcomes import Outcomes, SendMetrics
 from exactmaild.send.transport import Transaction, Transport
 from exactmaild.send.waiter import Waiter
+from exactmaild.send.weights import Weights
 from exactmaild.store.state import StateStore
 
 # Keep the SMTP connection open while the next send is at most this far away.
@@ -89,6 +93,9 @@ class Sender:
         self.last_success: float | None = None
         self.pause = AccountPause()
         self._flush = False
+        self._blocking = Blocking(log)  # what holds sending back, logged when it changes
+        self._weights = Weights(spool, state)
+        self._forecaster = Forecaster()
         self._stopping = False
         self._ready: Job | None = None  # read ahead while a commit synced
         self._waiter = Waiter(spool.dir(NEW))
@@ -99,6 +106,10 @@ class Sender:
     @property
     def cfg(self) -> Config:
         return self._cfg
+
+    @property
+    def _pacing(self) -> Pacing:
+        return pacing_of(self._cfg, self.outbox.ledger)
 
     @property
     def pause_reason(self) -> str:
@@ -123,7 +134,7 @@ class Sender:
         self._waiter.wake()
 
     def flush(self) -> None:
-        """Send what is queued now: no delay, no window; the cap still holds."""
+        """Send what the cap lets go now: no delay, no window; the rest stays paced."""
         with self._lock:
             self._flush = True
             self.pause.lift()
@@ -162,14 +173,22 @@ class Sender:
         self.wake()
 
     def snapshot(self) -> Snapshot:
+        """The levels, and the forecast worked out on a copy outside the lock
+        (a long queue takes a while: the sending thread must not wait for it)."""
         now = self.clock.time()
         with self._lock:
-            return self.outbox.snapshot(
+            levels = self.outbox.snapshot(
                 now,
                 daily_limit=self._cfg.send.daily_limit,
                 last_send=self.last_success,
                 paused=self.pause.active(now),
+                weigh=lambda name, src: self._weights.of(name, src, self._cfg),
             )
+            queue = levels.waiting
+            self._weights.keep_only({w.name for w in queue})
+            ledger, pacing, last = copy.deepcopy(self.outbox.ledger), self._pacing, self.last_send
+            until = self.pause.until if levels.paused else None
+        return self._forecaster(levels, now, ledger, queue, pacing, last, until)
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -227,6 +246,7 @@ class Sender:
                 return STORAGE_RETRY
             if job is None:
                 self._flush = False
+                self._blocking.clear()
                 nxt = ob.next_retry_time()
                 self._close_if_idle(nxt - now)
                 return nxt - now
@@ -240,11 +260,20 @@ class Sender:
                     "split the recipients over several messages",
                 )
                 return 0.0
+            # A flush covers what the cap lets go now; the first message that
+            # must wait ends it, so it never fires later in a burst.
+            self._flush = self._flush and due <= now
+            if not self._flush:
+                units = job.units if due > now else None
+                self._blocking.note(now, units, self._pacing, ob.ledger, len(ob))
             if due > now:
                 self._ready = job
                 # The next send is a while off: don't hold the connection open for it.
                 self._close_if_idle(due - now)
-                return min(due, ob.next_retry_time()) - now
+                # A retry already due waits behind the job picked before it came
+                # due: waking for it would only spin until `due`.
+                retry = ob.next_retry_time()
+                return (due if retry <= now else min(due, retry)) - now
             self._ready = None
         # The send itself runs without the lock: a scrape or a reload must not
         # wait for a slow SMTP server.
@@ -394,6 +423,7 @@ class Sender:
         # The reason before the pause itself: the main loop publishes the two
         # together as soon as it sees the pause.
         wait = self.pause.refused(reason, now, self._cfg.send.account_pause)
+        self._flush = False  # the flush lifted the pause; it must not outlast it
         self.metrics.send_failures.labels("account").inc()
         if first:
             self.log.error("sending_paused", reason=reason, retry_in=wait)

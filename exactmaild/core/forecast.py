@@ -1,0 +1,217 @@
+"""The forecast: when each waiting message will go, and what holds sending back now.
+
+It runs the sending thread's own decisions forward on a copy of the ledger:
+the same pick (a due retry first, else the oldest new message, chosen when
+the previous send went), the same `next_send_time()` (delay, opening hours,
+days, the cap and its limit window, DST included), the account pause, and
+each forecast send counted in the copy as the real one would be. So the
+forecast is what the daemon will do if every send is accepted and nothing
+new arrives; later arrivals queue behind and never move an earlier
+message's time.
+
+`blocked()` says what stops sending at an instant and when that ends; the
+sender logs its transitions and `status` shows it. Pure: every call takes
+`now` and data; the caller's ledger is never changed.
+"""
+
+from __future__ import annotations
+
+import copy
+import heapq
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from exactmaild.core.hours import Weekday, Window
+from exactmaild.core.limits import Ledger
+from exactmaild.core.schedule import is_open, next_open, next_send_time
+
+Blocker = Literal["window", "limit", "paused", "storage"]
+BLOCKERS: tuple[Blocker, ...] = ("window", "limit", "paused", "storage")
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """The settings that pace sends (`send.*` and `schedule.*` of the config)."""
+
+    delay: float
+    immediately: bool
+    tz: ZoneInfo
+    days: tuple[Weekday, ...]
+    window: Window | None
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A message waiting to be sent: its queue id, what it counts against the
+    limit, and for a deferred one the time of its next try."""
+
+    name: str
+    units: int = 1
+    retry_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """`sends`: (queue id, expected send time) in the order they go; math.inf
+    for a message that can never go (larger than the whole allowance).
+    The other times are None when nothing is waiting or nothing can be told
+    (storage trouble, no open day)."""
+
+    sends: tuple[tuple[str, float], ...]
+    next_send_at: float | None
+    queue_done_at: float | None
+    blocked_by: Blocker | None
+    resumes_at: float | None
+
+    def at(self) -> dict[str, float]:
+        return dict(self.sends)
+
+
+def blocked(
+    now: float,
+    *,
+    ledger: Ledger,
+    units: int | None,
+    pacing: Pacing,
+    paused_until: float | None = None,
+    storage_ok: bool = True,
+) -> tuple[Blocker | None, float | None]:
+    """What stops the next message (of `units`; None: nothing waits) from going
+    at `now`, and when that ends (None: not known).
+
+    Storage trouble and the account pause hold everything back. The window
+    and the cap only matter for a message that is waiting; the window is
+    named first, since it is what ends later in the usual case (the cap
+    reached at 16:00 resets at midnight, the window opens at 08:00). The
+    delay between sends and a retry's time are pacing, not a block.
+    """
+    if not storage_ok:
+        return "storage", None
+    if paused_until is not None and now < paused_until:
+        return "paused", paused_until
+    if units is None:
+        return None, None
+    if not pacing.immediately and not is_open(now, pacing.tz, pacing.days, pacing.window):
+        opens = next_open(now, pacing.tz, pacing.days, pacing.window)
+        return "window", None if math.isinf(opens) else opens
+    if ledger.fits_at_all(units) and not ledger.can_send(now, units):
+        return "limit", ledger.next_allowed(now, units)
+    return None, None
+
+
+def forecast(
+    now: float,
+    ledger: Ledger,
+    queue: Sequence[Waiting],
+    pacing: Pacing,
+    *,
+    last_send: float | None,
+    paused_until: float | None = None,
+    storage_ok: bool = True,
+    flush: bool = False,
+) -> Forecast:
+    """The expected send time of every message in `queue`, as the sender will go.
+
+    `queue`: new messages in arrival order, deferred ones with `retry_at`
+    (any order: they go by their next try). `flush`: as right after `exactmaild
+    flush`: retries are due now, the pause is lifted, and what fits the cap
+    now goes now; the rest is paced.
+    """
+    led = copy.deepcopy(ledger)
+    new: deque[Waiting] = deque()
+    retries: list[tuple[float, int, Waiting]] = []
+    for i, w in enumerate(queue):
+        if w.retry_at is None:
+            new.append(w)
+        else:
+            heapq.heappush(retries, (min(w.retry_at, now) if flush else w.retry_at, i, w))
+    if flush:
+        paused_until = None
+    first = _first(now, new, retries)
+    why, until = blocked(
+        now,
+        ledger=led,
+        units=None if first is None else first.units,
+        pacing=pacing,
+        paused_until=paused_until,
+        storage_ok=storage_ok,
+    )
+    if not storage_ok:
+        return Forecast((), None, None, why, until)
+    t = now if paused_until is None else max(now, paused_until)
+    last = last_send
+    sends: list[tuple[str, float]] = []
+    while new or retries:
+        # Picked as the sender picks: when the previous send went.
+        if retries and retries[0][0] <= t:
+            w = heapq.heappop(retries)[2]
+        elif new:
+            w = new.popleft()
+        else:
+            t = retries[0][0]
+            continue
+        due = next_send_time(
+            t,
+            last_send=last,
+            delay=pacing.delay,
+            immediately=pacing.immediately,
+            flush=flush,
+            ledger=led,
+            units=w.units,
+            tz=pacing.tz,
+            days=pacing.days,
+            window=pacing.window,
+        )
+        sends.append((w.name, due))
+        if math.isinf(due):
+            continue  # failed by the sender as too large, or no day is open
+        # A flush covers what can go at once; the first message that must
+        # wait ends it, as it ends the sender's.
+        flush = flush and due <= now
+        led.record(due, w.units)
+        t = last = due
+    finite = [s for _, s in sends if math.isfinite(s)]
+    return Forecast(
+        tuple(sends),
+        min(finite) if finite else None,
+        max(finite) if finite else None,
+        why,
+        until,
+    )
+
+
+def _first(
+    now: float, new: deque[Waiting], retries: list[tuple[float, int, Waiting]]
+) -> Waiting | None:
+    """The message the sender would pick at `now` (or wait for, if only retries wait)."""
+    if retries and retries[0][0] <= now:
+        return retries[0][2]
+    if new:
+        return new[0]
+    return retries[0][2] if retries else None
+
+
+def transition(
+    before: tuple[Blocker | None, float | None], after: tuple[Blocker | None, float | None]
+) -> str | None:
+    """The log event for a change of what blocks sending, or None (no change).
+
+    Window and cap only: the account pause logs its own events where it
+    starts and ends, and storage trouble where it is met.
+    """
+    was, now = before[0], after[0]
+    if was == now:
+        return None
+    if now == "window":
+        return "sending_window_closed"
+    if now == "limit":
+        return "daily_limit_reached"
+    if was == "window":
+        return "sending_window_opened"
+    if was == "limit":
+        return "daily_limit_reset"
+    return None

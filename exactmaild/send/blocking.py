@@ -1,0 +1,123 @@
+"""What holds sending back and when the queue goes: the sender's view of the forecast.
+
+The sending thread reports, at each step, what the next message waits for;
+`Blocking` asks the pure core (`core.forecast.blocked`, `transition`) what
+that means and logs the window closing and opening and the cap reached and
+reset while mail waits: one line per change, never one per wake-up.
+`Forecaster` adds the forecast's answers to the levels the metrics,
+STATUS= and `status` read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import threading
+from collections.abc import Sequence
+
+from exactmaild.config.model import Config
+from exactmaild.core.forecast import (
+    Blocker,
+    Forecast,
+    Pacing,
+    Waiting,
+    blocked,
+    forecast,
+    transition,
+)
+from exactmaild.core.limits import Ledger
+from exactmaild.core.log import Log
+from exactmaild.outbox import Snapshot
+
+
+def pacing_of(cfg: Config, ledger: Ledger) -> Pacing:
+    """The pacing settings of `cfg`, in the ledger's timezone."""
+    send, sched = cfg.send, cfg.schedule
+    return Pacing(send.delay, send.immediately, ledger.tz, sched.days, sched.window)
+
+
+class Forecaster:
+    """The forecast for the levels, worked out again only when what it rests
+    on changed: a queue of 100,000 takes seconds, and the levels are read
+    every few seconds (metrics, STATUS=). What blocks sending is asked afresh
+    each time (the window closes by itself); the times are kept until the
+    queue, the ledger, the pacing or the pause change, or the next send is due.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # read by the metrics thread and the main loop
+        self._key: object = None
+        self._made: Forecast | None = None
+        self._first_units: int | None = None
+
+    def __call__(
+        self,
+        levels: Snapshot,
+        now: float,
+        ledger: Ledger,
+        queue: Sequence[Waiting],
+        pacing: Pacing,
+        last_send: float | None,
+        paused_until: float | None,
+    ) -> Snapshot:
+        """`levels` with the forecast of `queue` from `now` added."""
+        with self._lock:
+            return self._add(levels, now, ledger, queue, pacing, last_send, paused_until)
+
+    def _add(
+        self,
+        levels: Snapshot,
+        now: float,
+        ledger: Ledger,
+        queue: Sequence[Waiting],
+        pacing: Pacing,
+        last_send: float | None,
+        paused_until: float | None,
+    ) -> Snapshot:
+        ok = levels.storage_ok
+        key = (tuple(queue), len(ledger), ledger.used(now), pacing, last_send, paused_until, ok)
+        f = self._made
+        stale = f is None or (f.next_send_at is not None and now > f.next_send_at)
+        if key != self._key or stale:
+            f = forecast(now, ledger, queue, pacing, last_send=last_send,
+                         paused_until=paused_until, storage_ok=ok)  # fmt: skip
+            units = {w.name: w.units for w in queue}
+            self._key, self._made = key, f
+            self._first_units = units[f.sends[0][0]] if f.sends else None
+        assert f is not None
+        why, until = blocked(now, ledger=ledger, units=self._first_units, pacing=pacing,
+                             paused_until=paused_until, storage_ok=ok)  # fmt: skip
+        return dataclasses.replace(
+            levels,
+            blocked_by=why,
+            resumes_at=until,
+            next_send_at=f.next_send_at,
+            queue_done_at=f.queue_done_at,
+        )
+
+
+class Blocking:
+    def __init__(self, log: Log) -> None:
+        self.log = log
+        self.state: tuple[Blocker | None, float | None] = (None, None)
+
+    def clear(self) -> None:
+        """Nothing waits, so nothing is held back (and nothing to log)."""
+        self.state = (None, None)
+
+    def note(
+        self, now: float, units: int | None, pacing: Pacing, ledger: Ledger, queued: int
+    ) -> None:
+        """`units`: the next message's, if it must wait; None if it goes now."""
+        after = blocked(now, ledger=ledger, units=units, pacing=pacing)
+        event = transition(self.state, after)
+        self.state = after
+        if event is not None:
+            until = after[1]
+            self.log.info(
+                event,
+                queued=queued,
+                until=None
+                if until is None
+                else dt.datetime.fromtimestamp(until, pacing.tz).isoformat(),
+            )
