@@ -43,6 +43,23 @@ class Pacing:
     days: tuple[Weekday, ...]
     window: Window | None
 
+    def due(
+        self, now: float, *, last_send: float | None, flush: bool, ledger: Ledger, units: int
+    ) -> float:
+        """When a send of `units` may go (`next_send_time` with these settings)."""
+        return next_send_time(
+            now,
+            last_send=last_send,
+            delay=self.delay,
+            immediately=self.immediately,
+            flush=flush,
+            ledger=ledger,
+            units=units,
+            tz=self.tz,
+            days=self.days,
+            window=self.window,
+        )
+
 
 @dataclass(frozen=True)
 class Waiting:
@@ -154,18 +171,7 @@ def forecast(
         else:
             t = retries[0][0]
             continue
-        due = next_send_time(
-            t,
-            last_send=last,
-            delay=pacing.delay,
-            immediately=pacing.immediately,
-            flush=flush,
-            ledger=led,
-            units=w.units,
-            tz=pacing.tz,
-            days=pacing.days,
-            window=pacing.window,
-        )
+        due = pacing.due(t, last_send=last, flush=flush, ledger=led, units=w.units)
         sends.append((w.name, due))
         if math.isinf(due):
             continue  # failed by the sender as too large, or no day is open

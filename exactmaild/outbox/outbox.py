@@ -45,7 +45,7 @@ from exactmaild.outbox.claim import Claim, Phase, Queued, Settlement
 from exactmaild.outbox.index import QueueIndex
 from exactmaild.outbox.levels import Snapshot, Weigh, measure
 from exactmaild.outbox.record import Recorder
-from exactmaild.outbox.recovery import settle_active
+from exactmaild.outbox.recovery import rebuild_index, settle_active
 from exactmaild.outbox.requests import Requests
 from exactmaild.outbox.spool import Spool, valid_name
 from exactmaild.outbox.storage import StorageTrouble, is_storage_problem
@@ -81,7 +81,7 @@ class Outbox:
         self._ignored: set[str] = set()  # non-files already logged once
         self._unrecorded: Claim | None = None  # accepted; its record waits
         self._unremoved: Claim | None = None  # recorded; its file waits
-        self._trouble = StorageTrouble(spool, store, log)
+        self.storage = StorageTrouble(spool, store, log)  # true while in trouble
         self._records = Recorder(spool, store, log, clock)
         self.requests = Requests()  # the operator's, applied on the sender's thread
         self._next_prune = 0.0
@@ -97,11 +97,7 @@ class Outbox:
             self.log.warning("recovered_unknown_sends", count=n, counted=True)
         self._replay(self.ledger, now)
         settle_active(self.spool, self.store, self._records, self.log)
-        for name in self.spool.names(DEFERRED):
-            info = self.store.message(name)
-            self._index.deferred.set(name, info.next_try if info and info.next_try else now)
-        # Names recovered into new/ above sort by mtime like everything else.
-        self._index.new.reset(self.spool.queued_oldest_first())
+        rebuild_index(self.spool, self.store, self._index, now)
         self.maintain(now)
         self.log.info(
             "spool_scanned",
@@ -256,9 +252,9 @@ class Outbox:
             )
         except BaseException:
             if prev is not None:
-                self._trouble.stranded.append((prev, _record_of(prev)))
+                self.storage.stranded.append((prev, _record_of(prev)))
             claim.phase = Phase.SETTLED
-            self._trouble.stranded.append((claim, Settlement(claim.src, back=True)))
+            self.storage.stranded.append((claim, Settlement(claim.src, back=True)))
             raise
         with self._lock:
             self.ledger.record(now, units)
@@ -269,7 +265,7 @@ class Outbox:
     def _accepted(self, claim: Claim) -> None:
         self._unrecorded = claim
 
-    def _about(self, claim: Claim, raw: bytes) -> None:
+    def _about(self, claim: Claim, raw: bytes) -> None:  # what the history will say
         self._records.about(claim, raw)
 
     def _apply(self, claim: Claim, s: Settlement) -> None:
@@ -279,8 +275,8 @@ class Outbox:
         except (OSError, sqlite3.Error) as exc:
             if not is_storage_problem(exc):
                 raise
-            self._trouble.stranded.append((claim, s))
-            self._trouble.failed(exc)
+            self.storage.stranded.append((claim, s))
+            self.storage.failed(exc)
             raise
 
     def _write(self, claim: Claim, s: Settlement) -> None:
@@ -369,21 +365,11 @@ class Outbox:
 
     # -- storage trouble -------------------------------------------------------------------
 
-    @property
-    def storage_error(self) -> str | None:
-        return self._trouble.error
-
-    @property
-    def storage_trouble(self) -> bool:
-        return bool(self._trouble)
-
-    def storage_failed(self, exc: BaseException) -> None:
-        self._trouble.failed(exc)
-
     def recover_storage(self) -> bool:
         """Apply what a storage failure left undone once the spool and the
-        store take writes again; True once all is well."""
-        return self._trouble.recover(self._write)
+        store take writes again; True once all is well (`storage` says what
+        is wrong meanwhile)."""
+        return self.storage.recover(self._write)
 
     # -- levels ---------------------------------------------------------------------------
 
@@ -400,7 +386,7 @@ class Outbox:
             daily_limit=daily_limit,
             last_send=last_send,
             paused=paused,
-            storage_ok=self.storage_error is None,
+            storage_ok=self.storage.error is None,
             weigh=weigh,
         )
 

@@ -1,16 +1,18 @@
-"""Start-up recovery of what a previous run left in `active/`.
+"""Start-up recovery: what a previous run left in `active/`, and the queue index.
 
 A message in `active/` at start was being sent when the daemon stopped. Its
 last attempt decides: recorded as sent, its file goes (the send is not
 repeated); in flight at `MAX_CRASH_CLAIMS` crashes in a row, it is failed
 (it may be what kills the daemon); otherwise it goes back to `new/`, the
-one duplicate a crash may cost.
+one duplicate a crash may cost. Then the queue index is built from one scan
+of the spool (`rebuild_index`).
 """
 
 from __future__ import annotations
 
 from exactmaild.core.log import Log
-from exactmaild.core.states import ACTIVE, NEW
+from exactmaild.core.states import ACTIVE, DEFERRED, NEW
+from exactmaild.outbox.index import QueueIndex
 from exactmaild.outbox.record import Recorder
 from exactmaild.outbox.spool import Spool
 from exactmaild.store.state import StateStore
@@ -43,4 +45,13 @@ def settle_active(spool: Spool, store: StateStore, records: Recorder, log: Log) 
             log.warning("recovered_claimed", queue_id=name, requeued=True)
 
 
-__all__ = ["MAX_CRASH_CLAIMS", "settle_active"]
+def rebuild_index(spool: Spool, store: StateStore, index: QueueIndex, now: float) -> None:
+    """Deferred messages by their next try (due now if it is unknown), then
+    new/ oldest first (what settle_active() requeued sorts by mtime too)."""
+    for name in spool.names(DEFERRED):
+        info = store.message(name)
+        index.deferred.set(name, info.next_try if info and info.next_try else now)
+    index.new.reset(spool.queued_oldest_first())
+
+
+__all__ = ["MAX_CRASH_CLAIMS", "rebuild_index", "settle_active"]

@@ -8,11 +8,14 @@ limit (`send.limit_counts`: 1 per message, or 1 per recipient).
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from exactmaild.config.model import Config
-from exactmaild.outbox import Queued
+from exactmaild.core.errors import BadMessage
+from exactmaild.outbox import Outbox, Queued, is_storage_problem
 from exactmaild.send import message as msgmod
 
 
@@ -39,3 +42,48 @@ def job_for(q: Queued, cfg: Config, signature: str | None) -> Job:
     )
     units = 1 if cfg.send.limit_counts == "messages" else len(prepared.recipients)
     return Job(q, prepared, max(1, units))
+
+
+def too_big(job: Job, allowance: int) -> str:
+    """Why a message larger than the whole allowance is failed, not kept waiting."""
+    return (
+        f"the message counts {job.units} against the limit but the whole "
+        f"allowance is {allowance} (send.daily_limit - send.reserve); "
+        "split the recipients over several messages"
+    )
+
+
+class Lookahead:
+    """The next message, read and prepared ahead: while a commit syncs, and
+    while it waits for its time. `ready` is it; the sender drops it when what
+    it rests on changes (a flush, a reload)."""
+
+    def __init__(self, outbox: Outbox, reject: Callable[[Queued, str], None]) -> None:
+        self._outbox = outbox
+        self._reject = reject
+        self.ready: Job | None = None
+
+    def next(self, now: float, cfg: Config, signature: str | None) -> Job | None:
+        """The message to send next, prepared, or None; one that can never be
+        sent is rejected on the way."""
+        if self.ready is not None:
+            if self._outbox.still_next(self.ready.queued, now):
+                return self.ready
+            self.ready = None
+        while (q := self._outbox.next_due(now, cfg.spool.max_message_size)) is not None:
+            try:
+                return job_for(q, cfg, signature)
+            except BadMessage as exc:
+                self._reject(q, str(exc))
+        return None
+
+    def prefetch(self, now: float, cfg: Config, signature: str | None) -> None:
+        """Read and prepare the next message now, if none is ready."""
+        if self.ready is not None:
+            return
+        try:
+            self.ready = self.next(now, cfg, signature)
+        except (OSError, sqlite3.Error) as exc:
+            if not is_storage_problem(exc):
+                raise
+            # The next step meets it again and handles it there.

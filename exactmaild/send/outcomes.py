@@ -22,7 +22,7 @@ from typing import Protocol
 from exactmaild.config.model import Config
 from exactmaild.core.clock import Clock
 from exactmaild.core.counters import Counter, Labelled
-from exactmaild.core.errors import PermanentFailure, UnknownOutcome
+from exactmaild.core.errors import PermanentFailure, TemporaryFailure, UnknownOutcome
 from exactmaild.core.log import Log
 from exactmaild.core.pacing import format_seconds
 from exactmaild.core.retry import given_up, retry_interval
@@ -52,6 +52,23 @@ class Outcomes:
 
     def _failed(self, kind: str) -> None:
         self._metrics.send_failures.labels(kind).inc()
+
+    def settle(
+        self,
+        cfg: Config,
+        claim: Claim,
+        verdict: SendResult | TemporaryFailure | PermanentFailure,
+        p: Prepared,
+        now: float,
+        log: Log,
+    ) -> None:
+        """The server's verdict (an account problem aside: the sender pauses)."""
+        if isinstance(verdict, TemporaryFailure):  # UnknownOutcome too
+            self.temporary(cfg, claim, verdict, now, log)
+        elif isinstance(verdict, PermanentFailure):
+            self.permanent(cfg, claim, verdict, p, log)
+        else:
+            self.accepted(cfg, claim, p, verdict, now, log)
 
     def accepted(
         self, cfg: Config, claim: Claim, p: Prepared, result: SendResult, now: float, log: Log

@@ -30,21 +30,17 @@ from exactmaild.config.model import Config
 from exactmaild.core.clock import Clock, SystemClock
 from exactmaild.core.errors import (
     AccountFailure,
-    BadMessage,
-    PermanentFailure,
-    TemporaryFailure,
 )
 from exactmaild.core.forecast import Pacing
 from exactmaild.core.log import Log
 from exactmaild.core.pause import AccountPause
-from exactmaild.core.schedule import next_send_time
 from exactmaild.core.states import NEW
 from exactmaild.outbox import Outbox, Queued, Snapshot, Spool, is_storage_problem
 from exactmaild.send.blocking import Blocking, Forecaster, pacing_of
 from exactmaild.send.inflight import InFlight, Verdict
-from exactmaild.send.jobs import Job, job_for, read_signature
+from exactmaild.send.jobs import Job, Lookahead, read_signature, too_big
 from exactmaild.send.outcomes import Outcomes, SendMetrics
-from exactmaild.send.transport import Transaction, Transport
+from exactmaild.send.transport import SendResult, Transaction, Transport
 from exactmaild.send.waiter import Waiter
 from exactmaild.send.weights import Weights
 from exactmaild.store.state import StateStore
@@ -97,7 +93,7 @@ class Sender:
         self._weights = Weights(spool, state)
         self._forecaster = Forecaster()
         self._stopping = False
-        self._ready: Job | None = None  # read ahead while a commit synced
+        self._jobs = Lookahead(self.outbox, self._reject)
         self._waiter = Waiter(spool.dir(NEW))
         self.thread: threading.Thread | None = None
         self.on_crash: Callable[[], None] | None = None  # the main loop's wake-up
@@ -117,7 +113,7 @@ class Sender:
 
     @property
     def storage_error(self) -> str | None:
-        return self.outbox.storage_error
+        return self.outbox.storage.error
 
     def recover(self) -> None:
         """Start-up: the Outbox settles what a previous run left behind."""
@@ -138,7 +134,7 @@ class Sender:
         with self._lock:
             self._flush = True
             self.pause.lift()
-            self._ready = None
+            self._jobs.ready = None
             self.outbox.retry_all_now()
         self.wake()
 
@@ -153,7 +149,7 @@ class Sender:
                 # A new server or account: the old connection must not carry on.
                 self.transport.close()
                 self.transport = self._transport_factory(cfg)
-            self._ready = None
+            self._jobs.ready = None
         self.wake()
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -205,7 +201,7 @@ class Sender:
                 # In storage trouble only a wake-up (stop, flush, reload) cuts the
                 # pause short: a file moving in the spool, which the sender's own
                 # retries do, must not turn the back-off into a busy loop.
-                self._wait(timeout, spool_events=self.outbox.storage_error is None)
+                self._wait(timeout, spool_events=self.outbox.storage.error is None)
         except Exception:
             # A bug: say it loudly; the main loop sees the thread gone and exits
             # non-zero for a restart.
@@ -229,7 +225,7 @@ class Sender:
         self._drain_inotify()
         now = self.clock.time()
         ob = self.outbox
-        if ob.storage_trouble and not ob.recover_storage():
+        if ob.storage and not ob.recover_storage():
             return STORAGE_RETRY
         with self._lock:
             if self.pause.active(now):
@@ -242,7 +238,7 @@ class Sender:
             except OSError as exc:
                 if not is_storage_problem(exc):
                     raise
-                ob.storage_failed(exc)
+                ob.storage.failed(exc)
                 return STORAGE_RETRY
             if job is None:
                 self._flush = False
@@ -252,13 +248,8 @@ class Sender:
                 return nxt - now
             due = self._due(job, now)
             if math.isinf(due):
-                self._ready = None
-                self._reject(
-                    job.queued,
-                    f"the message counts {job.units} against the limit but the whole "
-                    f"allowance is {ob.ledger.allowance} (send.daily_limit - send.reserve); "
-                    "split the recipients over several messages",
-                )
+                self._jobs.ready = None
+                self._reject(job.queued, too_big(job, ob.ledger.allowance))
                 return 0.0
             # A flush covers what the cap lets go now; the first message that
             # must wait ends it, so it never fires later in a burst.
@@ -267,14 +258,14 @@ class Sender:
                 units = job.units if due > now else None
                 self._blocking.note(now, units, self._pacing, ob.ledger, len(ob))
             if due > now:
-                self._ready = job
+                self._jobs.ready = job
                 # The next send is a while off: don't hold the connection open for it.
                 self._close_if_idle(due - now)
                 # A retry already due waits behind the job picked before it came
                 # due: waking for it would only spin until `due`.
                 retry = ob.next_retry_time()
                 return (due if retry <= now else min(due, retry)) - now
-            self._ready = None
+            self._jobs.ready = None
         # The send itself runs without the lock: a scrape or a reload must not
         # wait for a slow SMTP server.
         try:
@@ -282,24 +273,15 @@ class Sender:
         except (OSError, sqlite3.Error) as exc:
             if not is_storage_problem(exc):
                 raise
-            ob.storage_failed(exc)
+            ob.storage.failed(exc)
             return STORAGE_RETRY
         return 0.0
 
     def _due(self, job: Job, now: float) -> float:
         """When `job` may go (core.schedule: pacing, hours, the cap)."""
-        send, ob = self._cfg.send, self.outbox
-        return next_send_time(
-            now,
-            last_send=self.last_send,
-            delay=send.delay,
-            immediately=send.immediately,
-            flush=self._flush,
-            ledger=ob.ledger,
-            units=job.units,
-            tz=ob.ledger.tz,
-            days=self._cfg.schedule.days,
-            window=self._cfg.schedule.window,
+        ledger = self.outbox.ledger
+        return self._pacing.due(
+            now, last_send=self.last_send, flush=self._flush, ledger=ledger, units=job.units
         )
 
     def _close_if_idle(self, idle_for: float) -> None:
@@ -308,30 +290,13 @@ class Sender:
             self.log.debug("smtp_closed_idle")
 
     def _next_job(self, now: float) -> Job | None:
-        """The message to send next, prepared, or None."""
-        if self._ready is not None:
-            if self.outbox.still_next(self._ready.queued, now):
-                return self._ready
-            self._ready = None
-        cfg = self._cfg
-        while (q := self.outbox.next_due(now, cfg.spool.max_message_size)) is not None:
-            try:
-                return job_for(q, cfg, self.signature)
-            except BadMessage as exc:
-                self._reject(q, str(exc))
-        return None
+        return self._jobs.next(now, self._cfg, self.signature)
 
     def _prefetch(self, now: float) -> None:
         """Read and prepare the next message while the server reads this one."""
         with self._lock:
-            if self._ready is not None or self._stopping:
-                return
-            try:
-                self._ready = self._next_job(now)
-            except (OSError, sqlite3.Error) as exc:
-                if not is_storage_problem(exc):
-                    raise
-                # The next step meets it again and handles it there.
+            if not self._stopping:
+                self._jobs.prefetch(now, self._cfg, self.signature)
 
     def _reject(self, q: Queued, reason: str) -> None:
         self.outbox.reject(q, reason)
@@ -397,26 +362,22 @@ class Sender:
                     raise
                 return None  # the next step meets it again
             if job is None or not job.prepared.recipients or self._due(job, now) > now:
-                self._ready = job
+                self._jobs.ready = job
                 return None
-            self._ready = None
+            self._jobs.ready = None
         log = self.log.bind(queue_id=job.queued.name, message_id=job.prepared.message_id)
         return InFlight.follow(self.outbox, job, log, now, tx)
 
     def _settle(self, f: InFlight, verdict: Verdict) -> None:
-        claim, log, now = f.claim, f.log, f.now
         if isinstance(verdict, AccountFailure):
-            self._pause(str(verdict), now)
-            claim.give_back(str(verdict))
-        elif isinstance(verdict, TemporaryFailure):  # UnknownOutcome too
-            self._outcomes.temporary(self._cfg, claim, verdict, now, log)
-        elif isinstance(verdict, PermanentFailure):
-            self._outcomes.permanent(self._cfg, claim, verdict, f.job.prepared, log)
-        else:
+            self._pause(str(verdict), f.now)
+            f.claim.give_back(str(verdict))
+            return
+        if isinstance(verdict, SendResult):
             self.last_success = self.clock.time()
             if streak := self.pause.resumed():
                 self.log.info("sending_resumed", paused_for=streak)
-            self._outcomes.accepted(self._cfg, claim, f.job.prepared, verdict, now, log)
+        self._outcomes.settle(self._cfg, f.claim, verdict, f.job.prepared, f.now, f.log)
 
     def _pause(self, reason: str, now: float) -> None:
         first = not self.pause.streak or reason != self.pause.reason
