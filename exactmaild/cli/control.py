@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import sqlite3
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from exactmaild.cli.paths import how_to, load_config, load_running
-from exactmaild.core.errors import EX_OK, EX_SOFTWARE, ExactmailError, NotAvailable
+from exactmaild.core.errors import (
+    EX_OK,
+    EX_SOFTWARE,
+    ExactmailError,
+    NoPermission,
+    NotAvailable,
+    from_os_error,
+)
 
 if TYPE_CHECKING:
     from exactmaild.config.model import Config
@@ -101,11 +107,19 @@ def cmd_flush(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    import sqlite3  # here, not above: submit and sendmail import this module too
+
     from exactmaild.cli.status import UNKNOWN, collect, exit_code, render, to_json
 
     try:
         cfg = load_running(args.config)
         st = collect(cfg)
+    except PermissionError as exc:
+        # Not allowed is 77 from every front, with the fix (monitoring shows
+        # an exit code outside 0-3 as UNKNOWN too).
+        raise from_os_error(exc, "cannot read exactmaild's state") from None
+    except NoPermission:
+        raise
     except (ExactmailError, OSError, sqlite3.Error) as exc:
         # Monitoring reads 3 as UNKNOWN: nothing could be told.
         print(f"exactmaild UNKNOWN: {exc}", file=sys.stderr)
