@@ -61,7 +61,7 @@ class Pacing:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Waiting:
     """A message waiting to be sent: its queue id, what it counts against the
     limit, and for a deferred one the time of its next try."""

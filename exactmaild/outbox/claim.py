@@ -133,6 +133,10 @@ class Claim:
     def first_try(self) -> float | None:
         return self.info.first_try if self.info else None
 
+    def record(self) -> Settlement:
+        """The record of the accepted send, as the next reservation writes it."""
+        return Settlement(None, "sent", self.reply, at=self.accepted_at)
+
     def _expect(self, *phases: Phase) -> None:
         if self.phase not in phases:
             raise OutOfOrder(f"{self!r}: expected {' or '.join(p.value for p in phases)}")

@@ -245,14 +245,14 @@ class Outbox:
         record = None
         if prev is not None:
             row = (prev.attempt, prev.name, prev.accepted_at, prev.reply, prev.info is not None)
-            record = self._records.record(prev, _record_of(prev), prev.accepted_at)
+            record = self._records.record(prev, prev.record(), prev.accepted_at)
         try:
             attempt = self.store.settle_and_reserve(
                 row, claim.name, message_id, units, now, record=record
             )
         except BaseException:
             if prev is not None:
-                self.storage.stranded.append((prev, _record_of(prev)))
+                self.storage.stranded.append((prev, prev.record()))
             claim.phase = Phase.SETTLED
             self.storage.stranded.append((claim, Settlement(claim.src, back=True)))
             raise
@@ -351,7 +351,7 @@ class Outbox:
         self.tidy()
         prev, self._unrecorded = self._unrecorded, None
         if prev is not None:
-            self._finish_quietly(prev, _record_of(prev))
+            self._finish_quietly(prev, prev.record())
 
     def _finish_quietly(self, claim: Claim, s: Settlement) -> None:
         # The attempt stays "inflight" (counted) and the file in active/ until
@@ -374,7 +374,13 @@ class Outbox:
     # -- levels ---------------------------------------------------------------------------
 
     def snapshot(
-        self, now: float, *, daily_limit: int, last_send: float | None, paused: bool, weigh: Weigh
+        self,
+        now: float,
+        *,
+        daily_limit: int,
+        last_send: float | None,
+        paused: bool,
+        weigh: Weigh | None,
     ) -> Snapshot:
         """The levels monitoring, STATUS= and `status` read, and the queue in send order."""
         return measure(
@@ -389,8 +395,3 @@ class Outbox:
             storage_ok=self.storage.error is None,
             weigh=weigh,
         )
-
-
-def _record_of(claim: Claim) -> Settlement:
-    """The record of an accepted send, as the next reservation would write it."""
-    return Settlement(None, "sent", claim.reply, at=claim.accepted_at)

@@ -64,6 +64,23 @@ class Forecaster:
         with self._lock:
             return self._add(levels, now, ledger, queue, pacing, last_send, paused_until)
 
+    def blocked_only(
+        self,
+        levels: Snapshot,
+        now: float,
+        ledger: Ledger,
+        pacing: Pacing,
+        paused_until: float | None,
+    ) -> Snapshot:
+        """`levels` with what blocks sending now, but no forecast times (a
+        backlog too long to forecast at every look: `exactmaild status` does)."""
+        units = 1 if sum(levels.queue.values()) else None
+        why, until = blocked(now, ledger=ledger, units=units, pacing=pacing,
+                             paused_until=paused_until, storage_ok=levels.storage_ok)  # fmt: skip
+        with self._lock:
+            self._key, self._made = None, None
+        return dataclasses.replace(levels, blocked_by=why, resumes_at=until)
+
     def _add(
         self,
         levels: Snapshot,

@@ -49,6 +49,9 @@ from exactmaild.store.state import StateStore
 IDLE_CLOSE_AFTER = 10.0
 # How long to wait before retrying after the spool or the state store could not be written.
 STORAGE_RETRY = 5.0
+# The daemon forecasts each message's time up to this many waiting (about
+# 15 us and a few hundred bytes each); past it, `exactmaild status` does.
+FORECAST_HORIZON = 5000
 
 
 class Sender:
@@ -98,10 +101,6 @@ class Sender:
         self.thread: threading.Thread | None = None
         self.on_crash: Callable[[], None] | None = None  # the main loop's wake-up
         self.crashed = False
-
-    @property
-    def cfg(self) -> Config:
-        return self._cfg
 
     @property
     def _pacing(self) -> Pacing:
@@ -170,20 +169,26 @@ class Sender:
 
     def snapshot(self) -> Snapshot:
         """The levels, and the forecast worked out on a copy outside the lock
-        (a long queue takes a while: the sending thread must not wait for it)."""
+        (a long queue takes a while: the sending thread must not wait for it).
+        Past FORECAST_HORIZON waiting messages the daemon leaves the times to
+        `exactmaild status`: its memory and CPU stay those of the queue itself."""
         now = self.clock.time()
+        whole = len(self.outbox) <= FORECAST_HORIZON
         with self._lock:
             levels = self.outbox.snapshot(
                 now,
                 daily_limit=self._cfg.send.daily_limit,
                 last_send=self.last_success,
                 paused=self.pause.active(now),
-                weigh=lambda name, src: self._weights.of(name, src, self._cfg),
+                weigh=(lambda n, src: self._weights.of(n, src, self._cfg)) if whole else None,
             )
             queue = levels.waiting
             self._weights.keep_only({w.name for w in queue})
-            ledger, pacing, last = copy.deepcopy(self.outbox.ledger), self._pacing, self.last_send
+            ledger = copy.deepcopy(self.outbox.ledger) if whole else self.outbox.ledger
+            pacing, last = self._pacing, self.last_send
             until = self.pause.until if levels.paused else None
+            if not whole:  # what blocks sending, without the times
+                return self._forecaster.blocked_only(levels, now, ledger, pacing, until)
         return self._forecaster(levels, now, ledger, queue, pacing, last, until)
 
     # -- the loop ---------------------------------------------------------------------
@@ -214,7 +219,7 @@ class Sender:
             self.outbox.settle()
             self.transport.close()
 
-    def _wait(self, timeout: float, *, spool_events: bool = True) -> None:
+    def _wait(self, timeout: float, *, spool_events: bool = True) -> None:  # (tests drive it)
         self._waiter.wait(timeout, spool_events=spool_events)
 
     def _drain_inotify(self) -> None:
