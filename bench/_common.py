@@ -193,14 +193,21 @@ finally:
 
 
 class AioSink:
-    """aiosmtpd in its own process; one fixed-width timestamp line per message."""
+    """aiosmtpd in its own process; one fixed-width timestamp line per message.
 
-    def __init__(self, workdir: Path) -> None:
+    `SCRIPT` is the server (it takes the port, the stamp file and `extra`,
+    prints "ready" once listening, and stops when its stdin closes):
+    subclasses swap it for one that takes logins or advertises PIPELINING.
+    """
+
+    SCRIPT = _AIOSINK
+
+    def __init__(self, workdir: Path, *extra: str) -> None:
         self.port = free_port()
         self.path = workdir / f"aiosink-{self.port}.txt"
         self.path.touch()
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", _AIOSINK, str(self.port), str(self.path)],
+            [sys.executable, "-c", self.SCRIPT, str(self.port), str(self.path), *extra],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from _common import REPO, STAMP_WIDTH, free_port, proc_cpu, wait_port
+from _common import REPO, AioSink, proc_cpu
 
 from tests.fixtures.dovecot import MAIL_UID, Dovecot, _chown_tree, make_message, start_dovecot
 
@@ -50,36 +50,10 @@ finally:
 """
 
 
-class AuthSink:
+class AuthSink(AioSink):
     """aiosmtpd that accepts any login (the daemons log in, as to a provider)."""
 
-    def __init__(self, work: Path) -> None:
-        self.port = free_port()
-        self.path = work / "sink.txt"
-        self.path.touch()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", _AUTHSINK, str(self.port), str(self.path)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
-        assert self.proc.stdout is not None
-        if self.proc.stdout.readline().strip() != b"ready":
-            raise RuntimeError("aiosmtpd did not start (pip install aiosmtpd)")
-        wait_port(self.port)
-
-    @property
-    def count(self) -> int:
-        return os.stat(self.path).st_size // STAMP_WIDTH
-
-    def close(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+    SCRIPT = _AUTHSINK
 
 
 @dataclass

@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
     REPO,
+    AioSink,
     Daemon,
     SentWatcher,
     SmtpSink,
@@ -96,28 +97,14 @@ finally:
 """
 
 
-class StampSink:
+class StampSink(AioSink):
     """aiosmtpd advertising PIPELINING (it answers pipelined input in order),
     with STARTTLS if given a certificate; one arrival stamp a message."""
 
-    def __init__(self, work: Path, tls: tuple[Path, Path] | None = None) -> None:
-        self.port = free_port()
-        self.path = work / f"stamps-{self.port}.txt"
-        self.path.touch()
-        extra = [str(tls[0]), str(tls[1])] if tls else []
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", _AIO_SINK, str(self.port), str(self.path), *extra],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
-        assert self.proc.stdout is not None
-        if self.proc.stdout.readline().strip() != b"ready":
-            raise RuntimeError("aiosmtpd did not start")
-        wait_port(self.port)
+    SCRIPT = _AIO_SINK
 
-    def stamps(self) -> list[float]:
-        return [float(x) for x in self.path.read_bytes().split()]
+    def __init__(self, work: Path, tls: tuple[Path, Path] | None = None) -> None:
+        super().__init__(work, *((str(tls[0]), str(tls[1])) if tls else ()))
 
     def steady(self, n: int, timeout: float) -> float | None:
         """Seconds a message from the second arrival to the nth, or None."""
@@ -127,15 +114,6 @@ class StampSink:
                 return None
             time.sleep(0.05)
         return (got[n - 1] - got[1]) / (n - 2)
-
-    def close(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def make_cert(work: Path) -> tuple[Path, Path]:

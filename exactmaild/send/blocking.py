@@ -62,7 +62,26 @@ class Forecaster:
     ) -> Snapshot:
         """`levels` with the forecast of `queue` from `now` added."""
         with self._lock:
-            return self._add(levels, now, ledger, queue, pacing, last_send, paused_until)
+            ok = levels.storage_ok
+            key = (tuple(queue), len(ledger), ledger.used(now), pacing, last_send, paused_until, ok)
+            f = self._made
+            stale = f is None or (f.next_send_at is not None and now > f.next_send_at)
+            if key != self._key or stale:
+                f = forecast(now, ledger, queue, pacing, last_send=last_send,
+                             paused_until=paused_until, storage_ok=ok)  # fmt: skip
+                units = {w.name: w.units for w in queue}
+                self._key, self._made = key, f
+                self._first_units = units[f.sends[0][0]] if f.sends else None
+            assert f is not None
+            why, until = blocked(now, ledger=ledger, units=self._first_units, pacing=pacing,
+                                 paused_until=paused_until, storage_ok=ok)  # fmt: skip
+            return dataclasses.replace(
+                levels,
+                blocked_by=why,
+                resumes_at=until,
+                next_send_at=f.next_send_at,
+                queue_done_at=f.queue_done_at,
+            )
 
     def blocked_only(
         self,
@@ -80,37 +99,6 @@ class Forecaster:
         with self._lock:
             self._key, self._made = None, None
         return dataclasses.replace(levels, blocked_by=why, resumes_at=until)
-
-    def _add(
-        self,
-        levels: Snapshot,
-        now: float,
-        ledger: Ledger,
-        queue: Sequence[Waiting],
-        pacing: Pacing,
-        last_send: float | None,
-        paused_until: float | None,
-    ) -> Snapshot:
-        ok = levels.storage_ok
-        key = (tuple(queue), len(ledger), ledger.used(now), pacing, last_send, paused_until, ok)
-        f = self._made
-        stale = f is None or (f.next_send_at is not None and now > f.next_send_at)
-        if key != self._key or stale:
-            f = forecast(now, ledger, queue, pacing, last_send=last_send,
-                         paused_until=paused_until, storage_ok=ok)  # fmt: skip
-            units = {w.name: w.units for w in queue}
-            self._key, self._made = key, f
-            self._first_units = units[f.sends[0][0]] if f.sends else None
-        assert f is not None
-        why, until = blocked(now, ledger=ledger, units=self._first_units, pacing=pacing,
-                             paused_until=paused_until, storage_ok=ok)  # fmt: skip
-        return dataclasses.replace(
-            levels,
-            blocked_by=why,
-            resumes_at=until,
-            next_send_at=f.next_send_at,
-            queue_done_at=f.queue_done_at,
-        )
 
 
 class Blocking:
