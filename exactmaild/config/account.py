@@ -95,6 +95,9 @@ def _auth(c: Checker, m: Map, address: str) -> Auth:
     device_url = c.get(m, "device_authorization_url", conv.url, None)
     if device_url is None and not m.given("device_authorization_url") and preset is not None:
         device_url = preset.device_authorization_url
+    authorization_url = c.get(m, "authorization_url", conv.url, None)
+    if authorization_url is None and not m.given("authorization_url") and preset is not None:
+        authorization_url = preset.authorization_url
     for key, url in (("token_url", token_url), ("device_authorization_url", device_url)):
         if url is not None and urlsplit(url).scheme == "http":
             host = urlsplit(url).hostname or ""
@@ -124,6 +127,7 @@ def _auth(c: Checker, m: Map, address: str) -> Auth:
         refresh_token_file=refresh_token_file,
         scope=scope,
         device_authorization_url=device_url,
+        authorization_url=authorization_url,
     )
 
 

@@ -49,6 +49,8 @@ class Auth:
     scope: str | None = None
     # RFC 8628 device endpoint for `exactmaild authorize` (preset for microsoft365/google)
     device_authorization_url: str | None = None
+    # authorization endpoint for the loopback code flow with PKCE (preset for google)
+    authorization_url: str | None = None
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ OAUTH2_KEYS = (
     "refresh_token_file",
     "scope",
     "device_authorization_url",
+    "authorization_url",
 )
 AUTH_KEYS = ("method", "username", "password_file", *OAUTH2_KEYS)
 SERVER_KEYS = ("host", "port", "security", "tls_ca_file")
