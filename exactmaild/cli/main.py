@@ -80,9 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--syntax", action="store_true", help="the file alone: no secrets, no directories"
     )
     check.set_defaults(func=cmd_check_config)
-    sub.add_parser("test-connection", help="log in to both servers, send nothing").set_defaults(
-        func=cmd_test_connection
+    test = sub.add_parser("test-connection", help="log in to both servers, send nothing")
+    test.add_argument(
+        "--force",
+        action="store_true",
+        help="test the outgoing server even while the daemon runs (a second SMTP connection)",
     )
+    test.set_defaults(func=cmd_test_connection)
     auth = sub.add_parser(
         "authorize",
         help="OAuth2: get and store the refresh token (device code flow; Google: loopback flow)",
