@@ -228,7 +228,7 @@ def test_while_the_daemon_holds_the_only_connection(
         r = exactmaild("test-connection", "-c", str(cfg))
         (line,) = lines(r.stdout, "outgoing")
         assert r.returncode == 0, r.stdout + r.stderr
-        assert line.startswith(f"outgoing skip  connect: the daemon (pid {pid}) is running"), line
+        assert line.startswith(f"outgoing skip connect: the daemon (pid {pid}) is running"), line
         assert "no second connection" in line and "--force" in line
         assert one_connection.refused == 0  # nothing was tried
 

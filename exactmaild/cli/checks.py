@@ -73,7 +73,7 @@ def cmd_test_connection(args: argparse.Namespace) -> int:
         # few, shared with the practice's phones) would refuse a second, and
         # every login counts against its login-rate limits.
         print(
-            f"outgoing skip  connect: the daemon (pid {pid}) is running and sends over its "
+            f"outgoing skip connect: the daemon (pid {pid}) is running and sends over its "
             f"own connection to {cfg.outgoing.host}:{cfg.outgoing.port}; no second connection "
             "was opened. `exactmaild status` says how sending goes; stop the daemon, or "
             "add --force, to test the login here"
