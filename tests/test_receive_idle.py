@@ -220,7 +220,9 @@ def test_idle_is_renewed_and_still_hears_new_mail(
     assert not w.alive and up == [True, False]
 
 
-def test_idle_with_pop3_is_a_config_error(smtp_login: SmtpServer, tmp_path: Path) -> None:
+def test_check_config_says_idle_and_refuses_it_with_pop3(
+    smtp_login: SmtpServer, tmp_path: Path
+) -> None:
     cfg = write_config(
         tmp_path,
         smtp_login,
@@ -231,3 +233,13 @@ def test_idle_with_pop3_is_a_config_error(smtp_login: SmtpServer, tmp_path: Path
     assert r.returncode == 78, r.stdout + r.stderr
     out = (r.stdout + r.stderr).decode()
     assert "incoming.idle" in out and "protocol: imap" in out, out
+
+    cfg = write_config(
+        tmp_path,
+        smtp_login,
+        incoming={"protocol": "imap", "host": "127.0.0.1", "port": 993, "idle": True},
+        receive={"maildir": str(tmp_path / "inbox")},
+    )
+    r = exactmaild("check-config", "--syntax", "-c", str(cfg))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "IDLE inside the window" in r.stdout.decode(), r.stdout
