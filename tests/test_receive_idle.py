@@ -3,7 +3,8 @@
 Mail delivered with `doveadm save` (as the server's own MTA would) reaches
 the Maildir within 2 s; killing Dovecot's imap process of the IDLE session
 (`doveadm who`) makes the daemon reconnect and lose or duplicate nothing;
-SIGTERM while idling ends the daemon within 2 s; outside the schedule's window
+a reload idles again with the new configuration; SIGTERM while idling ends
+the daemon within 2 s; outside the schedule's window
 there is no IDLE connection at all. The renewal (DONE + IDLE) is exercised
 in-process with a renewal time of a fraction of a second.
 """
@@ -118,6 +119,15 @@ def test_idle_delivers_in_seconds_survives_a_killed_session_and_stops_fast(
         assert arrives_within(maildir, mid_of(after), 2.0) is not None, d.log()
         ids = message_ids(maildir)
         assert len(ids) == 4 and set(ids.values()) == {1}, ids  # none lost, none twice
+
+        # A reload logs out and idles again with the new configuration: still one session.
+        connects = len(events(d, "idle_connected"))
+        d.proc.send_signal(signal.SIGHUP)
+        assert wait_until(lambda: len(events(d, "idle_connected")) > connects, 10), d.log()
+        assert wait_until(lambda: len(dovecot.imap_pids()) == 1, 5)
+        again = make_message(5, subject="after the reload")
+        dovecot.save(again)
+        assert arrives_within(maildir, mid_of(again), 2.0) is not None, d.log()
 
         # SIGTERM while idling: the daemon ends IDLE, logs out and exits at once.
         t0 = time.monotonic()
