@@ -30,7 +30,14 @@ from exactmaild.receive import watcher as watcher_module
 from exactmaild.receive.receiver import CheckResult
 from exactmaild.receive.watcher import IdleWatcher
 from exactmaild.store.state import StateStore
-from tests.fixtures.dovecot import USER, Dovecot, build_config, make_message
+from tests.fixtures.dovecot import (
+    USER,
+    Dovecot,
+    build_config,
+    cleanup,
+    make_message,
+    start_dovecot,
+)
 from tests.fixtures.smtp import SmtpServer, start_smtp
 from tests.helpers import exactmaild, wait_until, write_config
 from tests.test_receive_daemon import (
@@ -176,17 +183,6 @@ def test_idle_is_renewed_and_still_hears_new_mail(
 ) -> None:
     """Renewal every 0.2 s (25 min in the daemon): DONE + IDLE again on the same
     connection, and mail is still announced after several renewals."""
-    password = tmp_path / "password"
-    password.write_text(dovecot.password + "\n")
-    password.chmod(0o600)
-    cfg = build_config(tmp_path, replace(dovecot.incoming("imap", "tls"), idle=True))
-    cfg = replace(
-        cfg,
-        account=Account(
-            address=cfg.account.address, auth=Auth(username=USER, password_file=password)
-        ),
-        schedule=Schedule(),
-    )
     calls: list[object] = []
     real_idle = watcher_module.idle
 
@@ -196,20 +192,7 @@ def test_idle_is_renewed_and_still_hears_new_mail(
         return ended
 
     monkeypatch.setattr(watcher_module, "idle", counting_idle)
-    results: list[CheckResult] = []
-    up: list[bool] = []
-    state = StateStore(cfg.state_dir)
-    w = IdleWatcher(
-        cfg,
-        state,
-        log=get_log("test"),
-        tokens=TokenCache(),
-        tls=TlsContexts(),
-        report=lambda result, window: results.append(result),
-        connected=up.append,
-        renew_after=0.2,
-    )
-    w.start()
+    w, results, up, state = _watcher(dovecot, tmp_path, renew_after=0.2)
     try:
         assert wait_until(lambda: up == [True] and len(results) == 1, 10), (up, results)
         assert wait_until(lambda: len(calls) >= 4, 5), calls  # renewed, not reconnected
@@ -253,3 +236,60 @@ def test_check_config_says_idle_and_refuses_it_with_pop3(
     r = exactmaild("check-config", "--syntax", "-c", str(cfg))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "IDLE inside the window" in r.stdout.decode(), r.stdout
+
+
+def test_a_server_without_idle_ends_the_watcher_with_a_clear_error(
+    dovecot_server: Dovecot, tmp_path: Path
+) -> None:
+    """A server that does not list IDLE: one error saying what to do, no retry loop
+    (the scheduler then leaves the mailbox to the scheduled checks)."""
+    server = start_dovecot(
+        dovecot_server.dir,
+        configure=lambda _d, conf: conf + "imap_capability = IMAP4rev1 LITERAL+ UIDPLUS\n",
+    )
+    try:
+        w, results, up, state = _watcher(server, tmp_path, renew_after=60.0)
+        try:
+            assert wait_until(lambda: not w.alive, 10), results
+            assert up == [] and w.refused is not None
+            [result] = results
+            assert result.error is not None
+            assert "does not offer IDLE" in result.error and "incoming.idle: false" in result.error
+        finally:
+            w.stop()
+            w.join(5)
+            state.close()
+    finally:
+        cleanup(server)
+
+
+def _watcher(
+    server: Dovecot, tmp_path: Path, *, renew_after: float
+) -> tuple[IdleWatcher, list[CheckResult], list[bool], StateStore]:
+    """An IdleWatcher on `server`'s INBOX, started; its reports and connection changes."""
+    password = tmp_path / "password"
+    password.write_text(server.password + "\n")
+    password.chmod(0o600)
+    cfg = build_config(tmp_path, replace(server.incoming("imap", "tls"), idle=True))
+    cfg = replace(
+        cfg,
+        account=Account(
+            address=cfg.account.address, auth=Auth(username=USER, password_file=password)
+        ),
+        schedule=Schedule(),
+    )
+    results: list[CheckResult] = []
+    up: list[bool] = []
+    state = StateStore(cfg.state_dir)
+    w = IdleWatcher(
+        cfg,
+        state,
+        log=get_log("test"),
+        tokens=TokenCache(),
+        tls=TlsContexts(),
+        report=lambda result, window: results.append(result),
+        connected=up.append,
+        renew_after=renew_after,
+    )
+    w.start()
+    return w, results, up, state

@@ -60,8 +60,20 @@ class IdleRefused(MailboxFailure):
 
 
 def supports_idle(box: IMAPMailbox) -> bool:
-    """Whether the logged-in server lists IDLE among its capabilities."""
-    return "IDLE" in box._conn().capabilities
+    """Whether the logged-in server lists IDLE among its capabilities.
+
+    imaplib keeps the list the server gave before the login; some servers
+    name more once logged in, so the server is asked again when IDLE is not
+    in it."""
+    client = box._conn()
+    if "IDLE" in client.capabilities:
+        return True
+    try:
+        typ, data = client.capability()
+    except _WIRE_ERRORS as exc:
+        raise MailboxFailure("idle", f"CAPABILITY failed ({describe(exc)})") from exc
+    words = b" ".join(d for d in data if isinstance(d, bytes)).upper().split()
+    return typ == "OK" and b"IDLE" in words
 
 
 def idle(box: IMAPMailbox, wake_fd: int, renew_after: float = RENEW_AFTER) -> Ended:
