@@ -33,7 +33,7 @@ import math
 import sqlite3
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
 from exactmaild.auth.credentials import credentials_for
@@ -45,9 +45,14 @@ from exactmaild.core.limits import window_bounds
 from exactmaild.core.log import Log
 from exactmaild.core.schedule import is_open, next_check
 from exactmaild.receive.receiver import CheckResult, Receiver
-from exactmaild.receive.watcher import IdleWatcher, Window
 from exactmaild.store.facts import SentElsewhere
 from exactmaild.store.state import StateStore
+
+if TYPE_CHECKING:
+    from exactmaild.receive.watcher import IdleWatcher
+
+# The limit window a check counts the Sent folder in: (start, end).
+Window = tuple[float, float]
 
 # How long `stop()` waits for a running check before the process goes on exiting
 # (the check's thread is a daemon thread: it dies with the process).
@@ -225,6 +230,9 @@ class CheckScheduler:
         return is_open(now, ZoneInfo(cfg.timezone), cfg.schedule.days, cfg.schedule.window)
 
     def _start_watcher(self) -> None:
+        # Imported here: only configurations with incoming.idle need it.
+        from exactmaild.receive.watcher import IdleWatcher
+
         def report(result: CheckResult | bool, window: Window | None) -> None:
             self._reports.append((result, window))  # the watcher's thread: tick handles it
             self._wake()
