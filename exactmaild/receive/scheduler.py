@@ -14,6 +14,12 @@ reloaded configuration.
   (results were handled up to the loop's 10 s nap late).
 * The next check is computed (and written for `status`) when a check starts,
   not when it ends: a long fetch must not show a past `next_check`.
+* With `incoming.idle: true`, inside the schedule's window, an `IdleWatcher`
+  (`exactmaild.receive.watcher`) holds the one connection to the mailbox;
+  a due check (or `flush`) is handed to it and runs on that connection,
+  never beside it. Outside the window it is stopped, and checks start
+  again on their own threads once it has logged out. Its results come back
+  through the same counting and recording as a check thread's.
 * A result is counted (metrics), logged once per failure streak, and written
   to the state store for `status`. With IMAP and `send.count_sent_folder`,
   the mail found in the Sent folder is handed to the sender (`set_external`)
