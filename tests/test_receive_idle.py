@@ -174,6 +174,10 @@ def test_no_idle_connection_outside_the_window(
         assert wait_until(lambda: message_ids(maildir)[mid_of(data)] == 1, 15), d.log()
         assert wait_until(lambda: not dovecot.imap_pids(), 5)
         assert (value(port, CONNECTED) or 0) == 0
+        # The latency is observed for checks without IDLE too: about 2 s here.
+        assert value(port, "exactmaild_receive_latency_seconds_count") == 1
+        waited = value(port, "exactmaild_receive_latency_seconds_sum") or 0
+        assert 1 <= waited < 60, waited
     finally:
         assert d.stop() == 0, d.log()
 
