@@ -201,6 +201,15 @@ def server_section(
         return Server(host=host, port=port, security=security, tls_ca_file=tls_ca_file)
     if protocol == "pop3" and m.given("folder"):
         c.warn("incoming.folder is ignored with protocol: pop3 (POP3 has only the inbox)")
+    idle = c.get(m, "idle", conv.as_bool, False)
+    if idle and protocol == "pop3":
+        c.problem(
+            m.key_line("idle"),
+            m.sub("idle"),
+            "IMAP IDLE needs protocol: imap (POP3 cannot tell a client about new mail): "
+            "use protocol: imap, or remove idle and let schedule.every check the mailbox",
+        )
+        idle = False
     return Incoming(
         host=host,
         port=port,
@@ -209,4 +218,5 @@ def server_section(
         protocol=cast(Literal["imap", "pop3"], protocol),
         folder=c.get(m, "folder", as_str, "INBOX"),
         leave_on_server=c.get(m, "leave_on_server", conv.as_bool, True),
+        idle=idle,
     )

@@ -73,6 +73,8 @@ class Incoming(Server):
     protocol: Literal["imap", "pop3"] = "imap"
     folder: str = "INBOX"
     leave_on_server: bool = True
+    # IMAP IDLE (RFC 2177) inside the schedule's window: new mail in seconds.
+    idle: bool = False
 
 
 @dataclass(frozen=True)

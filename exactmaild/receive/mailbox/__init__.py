@@ -79,6 +79,7 @@ class Mailbox(Protocol):
 
     key: str
     fetches: int  # messages fetched in full on this connection (tests assert on it)
+    arrived: float | None  # the server's INTERNALDATE of the last fetched message (IMAP)
 
     def connect(self, on_step: OnStep | None = None) -> None:
         """DNS, TCP connect, TLS (or STARTTLS/STLS), login; raises MailboxFailure/LoginFailure."""
