@@ -231,7 +231,7 @@ def _list(cfg: Config, spool: Spool, *, as_json: bool) -> int:
     for r in rows:
         extra = f"  tries {r['tries']}: {r['last_error'][:60]}" if r["tries"] else ""
         if r["scheduled_at"]:
-            extra += f"  (for {r['scheduled_at']})"
+            extra += f"  (scheduled for {r['scheduled_at']})"
         sends = ""
         if r["id"] in expected:
             t = expected[r["id"]]

@@ -87,6 +87,7 @@ def forecast_from_disk(
                 info = infos.get(n)
                 retry = info.next_try if info and info.next_try else now
                 queue.append(Waiting(n, units("deferred", n), retry))
+        with contextlib.suppress(FileNotFoundError):  # a spool from before mail for later
             for n in spool.names("later"):
                 at = time_of(spool, "later", n)
                 queue.append(Waiting(n, units("later", n), scheduled_at=now if at is None else at))
