@@ -20,7 +20,15 @@ import yaml
 from exactmaild.core.states import CANCELLED, LATER
 from exactmaild.outbox.spool import Spool
 from tests.fixtures.smtp import SmtpServer
-from tests.helpers import Daemon, exactmaild, message, metric, scrape, write_config
+from tests.helpers import (
+    Daemon,
+    exactmaild,
+    message,
+    metric,
+    scrape,
+    wait_until,
+    write_config,
+)
 
 LON = ZoneInfo("Europe/London")
 DELAY = 1.0  # the pacing step
@@ -103,6 +111,9 @@ def test_mail_for_later_through_the_daemon(tmp_path: Path, smtp_server: SmtpServ
         s = status(cfg)
         assert s["queue"]["scheduled"] == 1
         assert instant(s["next_send_at"]) == hour.timestamp()
+        # The daemon's own index has the time back (its forecast, not the disk's).
+        done = "exactmaild_queue_forecast_done_timestamp_seconds"
+        assert wait_until(lambda: metric(scrape(port), done) == hour.timestamp(), 10), scrape(port)
         r = exactmaild("queue", "cancel", c, "-c", str(cfg))
         assert r.returncode == 0, r
         assert spool.exists(CANCELLED, c)
