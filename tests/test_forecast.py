@@ -1,9 +1,11 @@
 """forecast: when each waiting message goes, and what blocks sending now.
 
 The simulation runs the sending thread's step loop (pick, ask
-`next_send_time`, wait for the due time or the next retry, send, read the
-next one ahead) on an injected clock over weeks that cross a DST change and
-several cap resets, and compares it send by send, to the second, with the
+`next_send_time`, wait for the due time or the next retry or message for
+later, send, read the next one ahead; mail for later joins the back of the
+new messages when the sender looks for its next message) on an injected
+clock over weeks that cross a DST change and several cap resets, and
+compares it send by send, to the second, with the
 forecast made at the start and again after every send. Tables pin the blocked
 reasons and the flush.
 """
@@ -71,10 +73,13 @@ def cases(draw: st.DrawFn) -> Case:
     queue: list[Waiting] = []
     for i in range(draw(st.integers(4 * allowance, 6 * allowance + 10))):
         units = draw(st.sampled_from([1, 1, 1, 2, allowance + 1]))
-        retry = None
-        if draw(st.integers(0, 4)) == 0:
+        retry = scheduled = None
+        kind = draw(st.integers(0, 5))
+        if kind == 0:
             retry = start + draw(st.integers(-3600, 3 * 86400))
-        queue.append(Waiting(f"m{i:03d}", units, retry))
+        elif kind == 1:  # mail for later (a time in the past means now)
+            scheduled = start + draw(st.integers(-3600, 3 * 86400))
+        queue.append(Waiting(f"m{i:03d}", units, retry, scheduled))
     paused = start + draw(st.integers(1, 7200)) if draw(st.integers(0, 3)) == 0 else None
     dst = local_instant(change_day, dt.time(12), tz)
     kind = draw(st.sampled_from(LIMIT_WINDOWS))
@@ -94,7 +99,8 @@ def run_sender(c: Case) -> list[tuple[str, float]]:
     p = c.pacing
     ledger = ledger_of(c)
     units = {w.name: w.units for w in c.queue}
-    new = deque(w.name for w in c.queue if w.retry_at is None)
+    new = deque(w.name for w in c.queue if w.retry_at is None and w.scheduled_at is None)
+    later = sorted((w.scheduled_at, w.name) for w in c.queue if w.scheduled_at is not None)
     retry = {w.name: w.retry_at for w in c.queue if w.retry_at is not None}
     last_send = max(c.earlier, default=None)
     clock = c.start
@@ -110,16 +116,25 @@ def run_sender(c: Case) -> list[tuple[str, float]]:
     def still_next(name: str, now: float) -> bool:
         return (new[0] == name) if name in new else retry.get(name, math.inf) <= now
 
+    def look(now: float) -> str | None:
+        """Outbox.next_due(): what came due in later/ joins new/, then the pick."""
+        while later and later[0][0] <= now:
+            new.append(later.pop(0)[1])
+        return first(now)
+
+    def wake() -> float:  # Outbox.next_retry_time(): a retry or mail for later
+        return min([*retry.values(), *(t for t, _ in later)], default=math.inf)
+
     for _ in range(100_000):
-        if not (new or retry):
+        if not (new or retry or later):
             return sends
         if c.paused_until is not None and clock < c.paused_until:
             clock = c.paused_until
             continue
-        job = ready if ready is not None and still_next(ready, clock) else first(clock)
+        job = ready if ready is not None and still_next(ready, clock) else look(clock)
         ready = None
         if job is None:
-            clock = min(retry.values())
+            clock = wake()
             continue
         due = next_send_time(
             clock,
@@ -137,7 +152,7 @@ def run_sender(c: Case) -> list[tuple[str, float]]:
             sends.append((job, due))  # failed as too large: never sent
         elif due > clock:
             ready = job
-            nxt = min(retry.values(), default=math.inf)
+            nxt = wake()
             clock = due if nxt <= clock else min(due, nxt)
             continue
         else:
@@ -148,7 +163,7 @@ def run_sender(c: Case) -> list[tuple[str, float]]:
         if job in new:
             new.remove(job)
         retry.pop(job, None)
-        ready = first(clock)  # read ahead while the server reads this one
+        ready = look(clock)  # read ahead while the server reads this one
     raise AssertionError("the simulated sender did not finish")
 
 

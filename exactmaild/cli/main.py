@@ -95,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     auth.set_defaults(func=cmd_authorize)
     submit = sub.add_parser("submit", help="queue one RFC 5322 message from FILE or stdin")
     submit.add_argument("file", nargs="?")
+    submit.add_argument(
+        "--at",
+        metavar="TIME",
+        help='send no earlier than TIME: "YYYY-MM-DD HH:MM" in the config\'s timezone, '
+        "or ISO 8601 with an offset (writes a Deferred-Delivery header)",
+    )
     submit.set_defaults(func=cmd_submit)
     # Only for the help text: main() hands `sendmail` to the front before argparse runs.
     sm = sub.add_parser("sendmail", help="sendmail-compatible front", add_help=False)
@@ -122,7 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
         op = qs.add_parser(name, parents=[common], help=what)
         op.add_argument("ids", nargs="*", metavar="ID")
         op.add_argument("--all", action="store_true", help="every message the filters select")
-        op.add_argument("--state", help="with --all: queued, deferred, hold, failed or cancelled")
+        op.add_argument(
+            "--state", help="with --all: queued, deferred, scheduled, hold, failed or cancelled"
+        )
         op.add_argument("--to", metavar="ADDR", help="with --all: messages to this recipient")
         op.add_argument("--subject", metavar="TEXT", help="with --all: subject contains TEXT")
     q.set_defaults(func=cmd_queue)

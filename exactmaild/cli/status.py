@@ -62,7 +62,9 @@ def forecast_from_disk(
     flush: bool = False,
 ) -> Forecast:
     """The forecast of the spool's queue as it stands: new/ oldest first,
-    deferred/ by next try, each message weighed as the sender weighs it."""
+    deferred/ by next try, later/ by the time in each message's
+    Deferred-Delivery header, each message weighed as the sender weighs it."""
+    from exactmaild.outbox.later import time_of
     from exactmaild.send.weights import units_of
 
     queue: list[Waiting] = []
@@ -85,6 +87,10 @@ def forecast_from_disk(
                 info = infos.get(n)
                 retry = info.next_try if info and info.next_try else now
                 queue.append(Waiting(n, units("deferred", n), retry))
+        with contextlib.suppress(FileNotFoundError):  # a spool from before mail for later
+            for n in spool.names("later"):
+                at = time_of(spool, "later", n)
+                queue.append(Waiting(n, units("later", n), scheduled_at=now if at is None else at))
     send, sched = cfg.send, cfg.schedule
     pacing = Pacing(send.delay, send.immediately, ledger.tz, sched.days, sched.window)
     return forecast(
@@ -135,6 +141,7 @@ def collect(cfg: Config, now: float | None = None, *, flush: bool = False) -> di
             ("new", "queued"),
             ("active", "active"),
             ("deferred", "deferred"),
+            ("later", "scheduled"),
             ("hold", "hold"),
             ("failed", "failed"),
         ):
@@ -366,7 +373,8 @@ def render(s: dict[str, Any], *, color: bool = False) -> str:
     q = s["queue"]
     lines.append(
         f"queue     {q.get('queued', 0)} queued, {q.get('deferred', 0)} deferred, "
-        f"{q.get('hold', 0)} held, {q.get('failed', 0)} failed"
+        + (f"{q['scheduled']} scheduled, " if q.get("scheduled") else "")
+        + f"{q.get('hold', 0)} held, {q.get('failed', 0)} failed"
         + (f", {q['active']} sending" if q.get("active") else "")
     )
     if s["queue_done_at"] is not None:

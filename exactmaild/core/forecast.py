@@ -2,7 +2,8 @@
 
 It runs the sending thread's own decisions forward on a copy of the ledger:
 the same pick (a due retry first, else the oldest new message, chosen when
-the previous send went), the same `next_send_time()` (delay, opening hours,
+the previous send went; mail for later joins the back of the new messages
+when its time comes), the same `next_send_time()` (delay, opening hours,
 days, the cap and its limit window, DST included), the account pause, and
 each forecast send counted in the copy as the real one would be. So the
 forecast is what the daemon will do if every send is accepted and nothing
@@ -64,11 +65,13 @@ class Pacing:
 @dataclass(frozen=True, slots=True)
 class Waiting:
     """A message waiting to be sent: its queue id, what it counts against the
-    limit, and for a deferred one the time of its next try."""
+    limit, for a deferred one the time of its next try, and for mail for
+    later (`later/`) the time it joins the queue."""
 
     name: str
     units: int = 1
     retry_at: float | None = None
+    scheduled_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -134,21 +137,28 @@ def forecast(
     """The expected send time of every message in `queue`, as the sender will go.
 
     `queue`: new messages in arrival order, deferred ones with `retry_at`
-    (any order: they go by their next try). `flush`: as right after `exactmaild
-    flush`: retries are due now, the pause is lifted, and what fits the cap
-    now goes now; the rest is paced.
+    (any order: they go by their next try), scheduled ones with
+    `scheduled_at` (any order: each joins the back of the new messages at its
+    time, ties by name, as `outbox.scheduled` lets them in). `flush`: as right
+    after `exactmaild flush`: retries are due now, the pause is lifted, and
+    what fits the cap now goes now; the rest is paced (a flush does not
+    bring mail for later forward).
     """
     led = copy.deepcopy(ledger)
     new: deque[Waiting] = deque()
     retries: list[tuple[float, int, Waiting]] = []
+    later: list[tuple[float, str, Waiting]] = []
     for i, w in enumerate(queue):
-        if w.retry_at is None:
+        if w.scheduled_at is not None:
+            heapq.heappush(later, (w.scheduled_at, w.name, w))
+        elif w.retry_at is None:
             new.append(w)
         else:
             heapq.heappush(retries, (min(w.retry_at, now) if flush else w.retry_at, i, w))
     if flush:
         paused_until = None
-    first = _first(now, new, retries)
+    _let_in(now, later, new)
+    first = _first(now, new, retries, later)
     why, until = blocked(
         now,
         ledger=led,
@@ -162,14 +172,15 @@ def forecast(
     t = now if paused_until is None else max(now, paused_until)
     last = last_send
     sends: list[tuple[str, float]] = []
-    while new or retries:
+    while new or retries or later:
         # Picked as the sender picks: when the previous send went.
+        _let_in(t, later, new)
         if retries and retries[0][0] <= t:
             w = heapq.heappop(retries)[2]
         elif new:
             w = new.popleft()
         else:
-            t = retries[0][0]
+            t = min(retries[0][0] if retries else math.inf, later[0][0] if later else math.inf)
             continue
         due = pacing.due(t, last_send=last, flush=flush, ledger=led, units=w.units)
         sends.append((w.name, due))
@@ -190,15 +201,27 @@ def forecast(
     )
 
 
+def _let_in(t: float, later: list[tuple[float, str, Waiting]], new: deque[Waiting]) -> None:
+    """Mail for later whose time has come joins the back of the new messages."""
+    while later and later[0][0] <= t:
+        new.append(heapq.heappop(later)[2])
+
+
 def _first(
-    now: float, new: deque[Waiting], retries: list[tuple[float, int, Waiting]]
+    now: float,
+    new: deque[Waiting],
+    retries: list[tuple[float, int, Waiting]],
+    later: list[tuple[float, str, Waiting]],
 ) -> Waiting | None:
-    """The message the sender would pick at `now` (or wait for, if only retries wait)."""
+    """The message the sender would pick at `now` (or wait for, if only
+    retries or mail for later wait: whichever comes due first)."""
     if retries and retries[0][0] <= now:
         return retries[0][2]
     if new:
         return new[0]
-    return retries[0][2] if retries else None
+    if retries and (not later or retries[0][0] <= later[0][0]):
+        return retries[0][2]
+    return later[0][2] if later else None
 
 
 def transition(

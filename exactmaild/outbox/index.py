@@ -22,6 +22,7 @@ import math
 from collections import deque
 
 from exactmaild.core.states import DEFERRED, NEW, State
+from exactmaild.outbox.scheduled import ScheduledIndex
 
 
 class Fifo:
@@ -128,6 +129,8 @@ class QueueIndex:
     def __init__(self) -> None:
         self.new = Fifo()
         self.deferred = RetryIndex()
+        # Mail for later: not in the queue until its time (`outbox.later`).
+        self.later = ScheduledIndex()
         self._first: deque[str] = deque()  # `queue send-now`, in the order asked
 
     def __len__(self) -> int:

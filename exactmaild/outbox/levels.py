@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from exactmaild.core.forecast import Blocker, Waiting
 from exactmaild.core.limits import Ledger
-from exactmaild.core.states import DEFERRED, NEW, PUBLIC_NAME, REPORTED, State
+from exactmaild.core.states import DEFERRED, LATER, NEW, PUBLIC_NAME, REPORTED, State
 from exactmaild.outbox.index import QueueIndex
 from exactmaild.outbox.spool import Spool
 from exactmaild.store.state import StateStore
@@ -50,8 +50,9 @@ Weigh = Callable[[str, State], int]
 
 
 def waiting(index: QueueIndex, weigh: Weigh) -> list[Waiting]:
-    """The queue as the sender will take it: new messages oldest first, and
-    deferred ones with their next try; `weigh` gives each one's units."""
+    """The queue as the sender will take it: new messages oldest first,
+    deferred ones with their next try, scheduled ones with their time;
+    `weigh` gives each one's units."""
     # `queue send-now` puts messages first whatever their state: they go as
     # the head of the new mail does.
     first = index.asked_first()
@@ -62,6 +63,9 @@ def waiting(index: QueueIndex, weigh: Weigh) -> list[Waiting]:
         Waiting(n, weigh(n, DEFERRED), index.deferred.get(n))
         for n in index.deferred.names()
         if n not in skip
+    ]
+    queue += [
+        Waiting(n, weigh(n, LATER), scheduled_at=index.later.get(n)) for n in index.later.names()
     ]
     return queue
 

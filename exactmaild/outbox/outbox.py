@@ -1,16 +1,14 @@
 """The Outbox: everything that happens to a queued message, in one owner.
 
 Like Mailman's switchboard, the queue's operations are its lifecycle:
-
 - `recover()` at start-up settles what a previous run left in `active/`;
-- `arrived()` takes in what producers drop into `new/`;
+- `arrived()` takes in what producers drop into `new/` (mail for later: `outbox.later`);
 - `next_due()` reads the message to send next (the earliest due retry,
   else the oldest in `new/`), `reject()` fails one that cannot be sent;
 - `claim()` takes it for sending and returns the `Claim` whose steps
   (reserve, then sent / deferred / held / failed / given back) move the file
   and write the state together;
 - `settle()` and `tidy()` finish what the overlap leaves waiting.
-
 It owns the spool renames (through `Spool`), the state store's rows of a
 send and its history record (`record`), the queue index and the ledger:
 callers never build a path, and nothing else writes a message's state.
@@ -43,6 +41,7 @@ from exactmaild.core.log import Log
 from exactmaild.core.states import ACTIVE, DEFERRED, FAILED, NEW, State
 from exactmaild.outbox.claim import Claim, Phase, Queued, Settlement
 from exactmaild.outbox.index import QueueIndex
+from exactmaild.outbox.later import Later
 from exactmaild.outbox.levels import Snapshot, Weigh, measure
 from exactmaild.outbox.record import Recorder
 from exactmaild.outbox.recovery import rebuild_index, settle_active
@@ -78,6 +77,7 @@ class Outbox:
         self._lock = lock or threading.RLock()
         self.ledger = Ledger(send.limit_window, ZoneInfo(timezone), send.allowance)
         self._index = QueueIndex()
+        self._later = Later(spool, self._index, log)  # mail for later
         self._ignored: set[str] = set()  # non-files already logged once
         self._unrecorded: Claim | None = None  # accepted; its record waits
         self._unremoved: Claim | None = None  # recorded; its file waits
@@ -157,11 +157,11 @@ class Outbox:
         for name in names:
             if name is None:
                 self._index.new.reset(self.spool.queued_oldest_first())
-            elif valid_name(name) and self._index.new.append(name):
+            elif valid_name(name) and self._later.arrived(name, self.clock.time()):
                 self.log.debug("noticed", queue_id=name)
 
-    def next_retry_time(self) -> float:
-        return self._index.deferred.next_time()
+    def next_retry_time(self) -> float:  # or of the next message for later
+        return min(self._index.deferred.next_time(), self._later.next_time())
 
     def retry_all_now(self) -> None:
         """`flush`: every deferred message is due now."""
@@ -170,6 +170,7 @@ class Outbox:
     def next_due(self, now: float, max_size: int) -> Queued | None:
         """The message to send next, read (at most max_size + 1 bytes), or None."""
         self.requests.apply(self._index, self.spool, self.store, now, self.log)
+        self._later.release_due(now)
         while (first := self._index.first(now)) is not None:
             name, src = first
             if not self.spool.is_regular(src, name):
@@ -194,6 +195,8 @@ class Outbox:
                     self._skip(name, src)
                     continue
                 raise
+            if src == NEW and self._later.take_in(name, now, raw):
+                continue  # its Deferred-Delivery time is ahead: to later/
             return Queued(name, src, raw, self.store.message(name))
         return None
 

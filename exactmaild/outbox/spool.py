@@ -6,6 +6,7 @@ Layout (Maildir-style, so nobody ever sees half a file)::
     SPOOL/new/        ... and rename here: the queue
     SPOOL/active/     claimed for sending (a message here cannot be cancelled)
     SPOOL/deferred/   waiting for a retry after a temporary failure
+    SPOOL/later/      scheduled: waiting for its Deferred-Delivery time
     SPOOL/hold/       parked for a person (unknown outcome with on_unknown_outcome: hold)
     SPOOL/failed/     failed for good, each with NAME.reason beside it
     SPOOL/cancelled/  cancelled by `exactmaild queue cancel`
@@ -32,6 +33,7 @@ from exactmaild.core.states import (
     CANCELLABLE,
     DEFERRED,
     HOLD,
+    LATER,
     NEW,
     RETRYABLE,
     STATES,
@@ -43,7 +45,7 @@ from exactmaild.store.durable import fsync_entry, write_new
 
 DIRS = (TMP, *STATES)
 # Where `queue hold` takes a message from: the states the daemon sends from.
-HOLDABLE: tuple[State, ...] = (NEW, DEFERRED)
+HOLDABLE: tuple[State, ...] = (NEW, DEFERRED, LATER)
 REASON_SUFFIX = ".reason"
 # A dot-file: producers' and the daemon's scans never take it for a message.
 _PROBE_NAME = ".exactmaild-storage-probe"
@@ -218,7 +220,7 @@ class Spool:
         os.unlink(os.path.join(self._paths["active"], name))
 
     def cancel(self, name: str) -> State:
-        """Cancel a queued, deferred or held message. Returns the state it was in.
+        """Cancel a queued, deferred, scheduled or held message. Returns the state it was in.
 
         The rename is the arbiter: if the daemon claims the message at the same
         moment, exactly one of the two renames wins, and a claimed message is
@@ -246,7 +248,7 @@ class Spool:
         raise FileNotFoundError(errno.ENOENT, f"no such message {name}", name)
 
     def hold(self, name: str) -> State:
-        """Park a queued or deferred message in hold/ for a person (`queue
+        """Park a queued, deferred or scheduled message in hold/ for a person (`queue
         hold`); returns the state it was in. Like cancel, the rename decides
         a race with the daemon's claim."""
         for src in HOLDABLE:
@@ -255,7 +257,9 @@ class Spool:
             except FileNotFoundError:
                 continue
             return src
-        raise FileNotFoundError(errno.ENOENT, f"no queued or deferred message {name}", name)
+        raise FileNotFoundError(
+            errno.ENOENT, f"no queued, deferred or scheduled message {name}", name
+        )
 
     def release(self, name: str) -> State:
         """Put a held message back in the queue (hold/ -> new/: the daemon sees

@@ -2,7 +2,8 @@
 
 Pure functions over bytes: no files, no sockets. The spool hands in the raw
 file; this module says why it is unusable (`BadMessage`) or returns the
-envelope and the exact bytes to send: Bcc stripped, Message-ID and Date added
+envelope and the exact bytes to send: Bcc and Deferred-Delivery (RFC 4021,
+the daemon's own instruction) stripped, Message-ID and Date added
 when missing, the practice signature appended once, CRLF line endings.
 """
 
@@ -19,6 +20,7 @@ from io import BytesIO
 from typing import Any
 
 from exactmaild.core.errors import BadMessage
+from exactmaild.core.later import deferred_until
 
 # A header field line: a printable-ASCII name, a colon. Continuation lines start with WSP.
 _FIELD = re.compile(rb"^[\x21-\x39\x3b-\x7e]+[ \t]*:")
@@ -156,6 +158,7 @@ def prepare(
     (tests/test_message.py compares the two) and hands anything unusual to it.
     """
     check_raw(raw, max_size)
+    deferred_until(raw)  # an unreadable Deferred-Delivery date fails the message
     if not signature:
         try:
             return _prepare_fast(raw, sender, display_name, skip_recipients)
@@ -190,6 +193,7 @@ def _prepare_slow(
         raise BadMessage("the message has no valid recipient address in To, Cc or Bcc")
     rcpts = [r for r in rcpts if r not in skip_recipients]
     del msg["bcc"]
+    del msg["deferred-delivery"]
     if msg["from"] is None:
         msg["From"] = email.utils.formataddr((display_name or "", sender))
     if msg["date"] is None:
@@ -344,7 +348,7 @@ def _prepare_fast(
     if not rcpts:
         raise BadMessage("the message has no valid recipient address in To, Cc or Bcc")
     rcpts = [r for r in rcpts if r not in skip_recipients]
-    out = [_fold(n, v) for n, v in fields if n.lower() != "bcc"]
+    out = [_fold(n, v) for n, v in fields if n.lower() not in ("bcc", "deferred-delivery")]
     if "from" not in present:
         out.append(_from_line(display_name, sender))
     if "date" not in present:
