@@ -86,7 +86,7 @@ def forecast_from_disk(
                 retry = info.next_try if info and info.next_try else now
                 queue.append(Waiting(n, units("deferred", n), retry))
     send, sched = cfg.send, cfg.schedule
-    pacing = Pacing(send.delay, send.immediately, ledger.tz, sched.days, sched.window)
+    pacing = Pacing(send.delay, send.immediately, ledger.tz, sched.days, sched.window, send.min_gap)
     return forecast(
         now,
         ledger,
