@@ -157,5 +157,5 @@ def _limits(cfg: Config) -> list[str]:
     }
     out = [f"  {'limits:':<15} (value, and where it comes from)"]
     for key, origin in cfg.origins:
-        out.append(f"    {key:<24} {values[key]!s:<12} {origin}")
+        out.append(f"    {key:<24} {values[key]!s:<13} {origin}")
     return out
