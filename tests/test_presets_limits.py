@@ -12,7 +12,7 @@ import yaml
 
 from exactmaild.cli.summary import summary
 from exactmaild.config import load as configload
-from exactmaild.config.model import Config
+from exactmaild.config.model import ALL_DAYS, Config
 from exactmaild.daemon import logs
 from exactmaild.daemon.metrics import Metrics
 from exactmaild.outbox.spool import Spool
@@ -236,3 +236,13 @@ def test_the_sender_keeps_to_the_ceiling_with_immediately_and_flush(tmp_path: Pa
     sender.flush()
     assert 1.5 < sender.step() <= 2.0
     assert sender._flush
+
+
+def test_status_says_the_ceiling(tmp_path: Path) -> None:
+    from exactmaild.cli.status import rate
+
+    sched = {"window": None, "days": list(ALL_DAYS)}
+    ceiling = {"immediately": True, "delay_seconds": 2.0, "max_per_minute": 30, "schedule": sched}
+    assert rate(ceiling) == "up to 30 a minute, within the limit"
+    free = {"immediately": True, "delay_seconds": 0.0, "max_per_minute": None, "schedule": sched}
+    assert rate(free) == "as fast as the server takes them, within the limit"
