@@ -53,7 +53,8 @@ def ids(data: bytes) -> tuple[str | None, str | None]:
     ],
 )
 def test_the_lines_a_message_lacks(raw: bytes, want: set[str]) -> None:
-    got = missing_headers(raw, domain="practice.example", now=NOON, timezone="Europe/London")
+    stamp = missing_headers(raw, domain="practice.example", now=NOON, timezone="Europe/London")
+    got = stamp.lines()
     names = {line.split(b":")[0].decode().lower() for line in got.splitlines()}
     assert names == want
     eol = b"\r\n" if b"\r\n" in raw else b"\n"
@@ -152,3 +153,21 @@ def test_a_cut_short_write_back_leaves_only_the_message(tmp_path: Path) -> None:
     spool.rewrite("active", qid, b"Message-ID: <a@b>\n" + message(1))
     assert os.listdir(spool.dir("active")) == [qid]
     assert ids((spool.dir("active") / qid).read_bytes())[0] == "<a@b>"
+
+
+@pytest.mark.parametrize("signature", [None, "Smiles Dental\n"])  # the fast path, the slow one
+def test_prepare_adds_the_values_assigned_once(signature: str | None) -> None:
+    from exactmaild.send.message import prepare
+
+    date, mid = "Thu, 28 May 2026 21:26:40 +0100", "<once.1@practice.example>"
+    p = prepare(
+        message(1),
+        sender="reception@practice.example",
+        display_name=None,
+        signature=signature,
+        max_size=10_000,
+        date=date,
+        message_id=mid,
+    )
+    assert ids(p.data) == (mid, date)
+    assert p.message_id == mid

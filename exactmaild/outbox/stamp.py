@@ -4,10 +4,11 @@ Most applications drop their mail without a Message-ID or a Date. Made
 afresh at every attempt, a retried message would carry the time of its last
 try, and a crash duplicate (the one a crash may cost) a second Message-ID,
 so the recipient's mail client could not tell the two copies for one.
-`missing_headers()` makes the lines a message lacks when the sender first prepares
-it; the Outbox writes them into the spooled file as it claims the message
-(`Spool.rewrite()`, before anything goes to the server), so every later
-attempt, and a copy re-sent after a crash, reads the same two fields.
+`missing_headers()` makes the values a message lacks when the sender first
+prepares it (`prepare()` adds them to what is sent); the Outbox writes them
+into the spooled file as it claims the message (`Spool.rewrite()`, before
+anything goes to the server), so every later attempt, and a copy re-sent
+after a crash, reads the same two fields.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
@@ -29,21 +31,39 @@ _NAME = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*:", re.MULTILINE)
 _END_OF_HEADER = re.compile(rb"\r?\n\r?\n")
 
 
-def missing_headers(raw: bytes, *, domain: str | None, now: float, timezone: str) -> bytes:
-    """The `Date:` and `Message-ID:` lines `raw` lacks (b"" when it has both),
-    with the message's own line ending. The Date is `now` in `timezone`, the
-    Message-ID one of `domain` (the account's), as RFC 5322 3.6.4 suggests."""
+@dataclass(frozen=True)
+class Stamp:
+    """The Date and Message-ID a message lacked (None: it has its own), made
+    once, and the line ending of its file."""
+
+    date: str | None = None
+    message_id: str | None = None
+    eol: bytes = b"\n"
+
+    def lines(self) -> bytes:
+        """The header lines to write into the spooled file (b"": none)."""
+        out = b""
+        if self.date is not None:
+            out += b"Date: " + self.date.encode("ascii") + self.eol
+        if self.message_id is not None:
+            out += b"Message-ID: " + self.message_id.encode("ascii") + self.eol
+        return out
+
+
+def missing_headers(raw: bytes, *, domain: str | None, now: float, timezone: str) -> Stamp:
+    """The Date and Message-ID `raw` lacks, made now: the Date is `now` in
+    `timezone`, the Message-ID one of `domain` (the account's), as RFC 5322
+    3.6.4 suggests."""
     end = _END_OF_HEADER.search(raw)
     head = raw if end is None else raw[: end.start()]
     names = {m.group(1).lower() for m in _NAME.finditer(head)}
-    eol = b"\r\n" if raw.split(b"\n", 1)[0].endswith(b"\r") else b"\n"
-    out = b""
+    date = message_id = None
     if b"date" not in names:
-        when = dt.datetime.fromtimestamp(now, ZoneInfo(timezone))
-        out += b"Date: " + email.utils.format_datetime(when).encode("ascii") + eol
+        date = email.utils.format_datetime(dt.datetime.fromtimestamp(now, ZoneInfo(timezone)))
     if b"message-id" not in names:
-        out += b"Message-ID: " + email.utils.make_msgid(domain=domain).encode("ascii") + eol
-    return out
+        message_id = email.utils.make_msgid(domain=domain)
+    eol = b"\r\n" if raw.split(b"\n", 1)[0].endswith(b"\r") else b"\n"
+    return Stamp(date, message_id, eol)
 
 
 def write_back(spool: Spool, claim: Claim, data: bytes) -> None:
@@ -58,4 +78,4 @@ def write_back(spool: Spool, claim: Claim, data: bytes) -> None:
         raise
 
 
-__all__ = ["missing_headers", "write_back"]
+__all__ = ["Stamp", "missing_headers", "write_back"]

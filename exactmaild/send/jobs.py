@@ -35,19 +35,20 @@ def job_for(q: Queued, cfg: Config, signature: str | None, now: float) -> Job:
     """Raises BadMessage for a message that can never be sent. The Date and
     Message-ID a message lacks are made here, once: the Outbox writes them
     into its file when it claims it (`stamp`), so no later attempt makes new ones."""
-    msgmod.check_raw(q.raw, cfg.spool.max_message_size)
     domain = cfg.account.address.rpartition("@")[2] or None
     stamp = missing_headers(q.raw, domain=domain, now=now, timezone=cfg.timezone)
     prepared = msgmod.prepare(
-        stamp + q.raw,
+        q.raw,
         sender=cfg.account.address,
         display_name=cfg.account.display_name,
         signature=signature,
         max_size=cfg.spool.max_message_size,
         skip_recipients=q.info.done_rcpts if q.info else (),
+        date=stamp.date,
+        message_id=stamp.message_id,
     )
     units = 1 if cfg.send.limit_counts == "messages" else len(prepared.recipients)
-    return Job(q, prepared, max(1, units), stamp)
+    return Job(q, prepared, max(1, units), stamp.lines())
 
 
 def too_big(job: Job, allowance: int) -> str:
