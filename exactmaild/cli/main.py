@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from exactmaild import __version__
+from exactmaild.cli.authorize import add_arguments as add_authorize_arguments
 from exactmaild.cli.checks import cmd_check_config, cmd_plan, cmd_test_connection
 from exactmaild.cli.control import cmd_flush, cmd_reset_mailbox_counter, cmd_run, cmd_status
 from exactmaild.cli.paths import DEFAULT_CONFIG
@@ -79,12 +80,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--syntax", action="store_true", help="the file alone: no secrets, no directories"
     )
     check.set_defaults(func=cmd_check_config)
-    sub.add_parser("test-connection", help="log in to both servers, send nothing").set_defaults(
-        func=cmd_test_connection
+    test = sub.add_parser("test-connection", help="log in to both servers, send nothing")
+    test.add_argument(
+        "--force",
+        action="store_true",
+        help="test the outgoing server even while the daemon runs (a second SMTP connection)",
     )
-    sub.add_parser(
-        "authorize", help="OAuth2: get and store the refresh token (device code flow)"
-    ).set_defaults(func=cmd_authorize)
+    test.set_defaults(func=cmd_test_connection)
+    auth = sub.add_parser(
+        "authorize",
+        help="OAuth2: get and store the refresh token (device code flow; Google: loopback flow)",
+    )
+    add_authorize_arguments(auth)
+    auth.set_defaults(func=cmd_authorize)
     submit = sub.add_parser("submit", help="queue one RFC 5322 message from FILE or stdin")
     submit.add_argument("file", nargs="?")
     submit.set_defaults(func=cmd_submit)

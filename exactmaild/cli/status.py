@@ -187,6 +187,8 @@ def collect(cfg: Config, now: float | None = None, *, flush: bool = False) -> di
         "next_check": ts("next_check") if running else None,
         "receive_error": meta.get("receive_error"),
         "last_check_failed_at": ts("receive_error_at") if meta.get("receive_error") else None,
+        # incoming.idle: "connected", "reconnecting", or null (off, outside the window).
+        "idle": meta.get("idle") if running else None,
         "paused": paused,
         "pause_reason": meta.get("pause_reason") if paused else None,
         "pause_until": pause_until if paused else None,
@@ -385,9 +387,9 @@ def render(s: dict[str, Any], *, color: bool = False) -> str:
     if failed and (s["last_check"] is None or failed > s["last_check"]):
         # "never" alone read as "never tried" after a day of refused logins.
         check += ", " + _paint(f"last attempt failed {_when(failed, tz, now)}", _RED, color)
-    lines.append(
-        f"mailbox   {check}, next {_when(s['next_check'], tz, now) if s['next_check'] else '-'}"
-    )
+    nxt = _when(s["next_check"], tz, now) if s["next_check"] else "-"
+    idle = f", IDLE {s['idle']}" if s.get("idle") else ""
+    lines.append(f"mailbox   {check}, next {nxt}{idle}")
     if s["paused"]:
         lines.append(_paint(f"PAUSED    {s['pause_reason']}", _YELLOW, color))
     if s["storage_error"]:

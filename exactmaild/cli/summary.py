@@ -58,6 +58,8 @@ def summary(cfg: Config) -> str:
         text = f"{i.protocol} {i.host}:{i.port}, {i.security}"
         if i.protocol == "imap":
             text += f", folder {i.folder}"
+        if i.idle:
+            text += ", IDLE inside the window"
         text += (
             ", mail left on the server" if i.leave_on_server else ", mail deleted after delivery"
         )

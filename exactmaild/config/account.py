@@ -96,6 +96,9 @@ def _auth(c: Checker, m: Map, address: str) -> Auth:
     device_url = c.get(m, "device_authorization_url", conv.url, None)
     if device_url is None and not m.given("device_authorization_url") and preset is not None:
         device_url = preset.device_authorization_url
+    authorization_url = c.get(m, "authorization_url", conv.url, None)
+    if authorization_url is None and not m.given("authorization_url") and preset is not None:
+        authorization_url = preset.authorization_url
     for key, url in (("token_url", token_url), ("device_authorization_url", device_url)):
         if url is not None and urlsplit(url).scheme == "http":
             host = urlsplit(url).hostname or ""
@@ -125,6 +128,7 @@ def _auth(c: Checker, m: Map, address: str) -> Auth:
         refresh_token_file=refresh_token_file,
         scope=scope,
         device_authorization_url=device_url,
+        authorization_url=authorization_url,
     )
 
 
@@ -209,6 +213,15 @@ def server_section(
         )
     if protocol == "pop3" and m.given("folder"):
         c.warn("incoming.folder is ignored with protocol: pop3 (POP3 has only the inbox)")
+    idle = c.get(m, "idle", conv.as_bool, False)
+    if idle and protocol == "pop3":
+        c.problem(
+            m.key_line("idle"),
+            m.sub("idle"),
+            "IMAP IDLE needs protocol: imap (POP3 cannot tell a client about new mail): "
+            "use protocol: imap, or remove idle and let schedule.every check the mailbox",
+        )
+        idle = False
     return Incoming(
         host=host,
         port=port,
@@ -217,4 +230,5 @@ def server_section(
         protocol=cast(Literal["imap", "pop3"], protocol),
         folder=c.get(m, "folder", as_str, "INBOX"),
         leave_on_server=c.get(m, "leave_on_server", conv.as_bool, True),
+        idle=idle,
     )

@@ -50,6 +50,8 @@ class Auth:
     scope: str | None = None
     # RFC 8628 device endpoint for `exactmaild authorize` (preset for microsoft365/google)
     device_authorization_url: str | None = None
+    # authorization endpoint for the loopback code flow with PKCE (preset for google)
+    authorization_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,8 @@ class Incoming(Server):
     protocol: Literal["imap", "pop3"] = "imap"
     folder: str = "INBOX"
     leave_on_server: bool = True
+    # IMAP IDLE (RFC 2177) inside the schedule's window: new mail in seconds.
+    idle: bool = False
 
 
 @dataclass(frozen=True)
