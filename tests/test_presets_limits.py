@@ -246,3 +246,20 @@ def test_status_says_the_ceiling(tmp_path: Path) -> None:
     assert rate(ceiling) == "up to 30 a minute, within the limit"
     free = {"immediately": True, "delay_seconds": 0.0, "max_per_minute": None, "schedule": sched}
     assert rate(free) == "as fast as the server takes them, within the limit"
+
+
+def test_flush_says_all_go_now_at_the_ceilings_pace(tmp_path: Path) -> None:
+    """`exactmaild flush` under microsoft365's 30 a minute: the five waiting
+    go now, two seconds apart, not one now and the rest "paced as usual"."""
+    from exactmaild.cli.status import flush_outlook
+    from exactmaild.core.forecast import Forecast
+
+    cfg = load(tmp_path, "microsoft365", {"delay": "5m"})
+    spool = Spool(cfg.spool.dir)
+    for i in range(5):
+        spool.submit(message(i))
+    StateStore(cfg.state_dir).close()
+    assert flush_outlook(cfg).startswith("sending 5 of 5 now")
+    f = Forecast((("a", 10.0), ("b", 12.0), ("c", 14.0), ("d", 300.0)), 10.0, 300.0, None, None)
+    assert f.going_now(10.0, 2.0) == 3
+    assert f.going_now(10.0) == 1

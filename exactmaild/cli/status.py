@@ -198,8 +198,8 @@ def collect(cfg: Config, now: float | None = None, *, flush: bool = False) -> di
         "next_send_at": f.next_send_at,
         "queue_done_at": f.queue_done_at,
         "forecast_messages": sum(1 for _, t in f.sends if math.isfinite(t)),
-        "sendable_now": sum(1 for _, t in f.sends if t <= now),
-        "_later": [t for _, t in f.sends if math.isfinite(t) and t > now],
+        "sendable_now": (k := f.going_now(now, cfg.send.min_gap)),
+        "_later": [t for _, t in f.sends[k:] if math.isfinite(t)],
         "schedule": {
             "window": None if cfg.schedule.window is None else str(cfg.schedule.window),
             "days": list(cfg.schedule.days),

@@ -94,6 +94,15 @@ class Forecast:
     def at(self) -> dict[str, float]:
         return dict(self.sends)
 
+    def going_now(self, now: float, gap: float = 0.0) -> int:
+        """How many of the first `sends` go now: at `now`, or, under a rate
+        ceiling (`gap`, 60 s / send.max_per_minute), one gap after another
+        from it, as a flush sends them."""
+        k = 0
+        while k < len(self.sends) and self.sends[k][1] <= now + k * gap:
+            k += 1
+        return k
+
 
 def blocked(
     now: float,
