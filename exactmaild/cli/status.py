@@ -92,7 +92,7 @@ def forecast_from_disk(
                 at = time_of(spool, "later", n)
                 queue.append(Waiting(n, units("later", n), scheduled_at=now if at is None else at))
     send, sched = cfg.send, cfg.schedule
-    pacing = Pacing(send.delay, send.immediately, ledger.tz, sched.days, sched.window)
+    pacing = Pacing(send.delay, send.immediately, ledger.tz, sched.days, sched.window, send.min_gap)
     return forecast(
         now,
         ledger,
@@ -186,7 +186,8 @@ def collect(cfg: Config, now: float | None = None, *, flush: bool = False) -> di
         "limit_window": cfg.send.limit_window,
         "window_resets_at": reset if math.isfinite(reset) else None,
         "immediately": cfg.send.immediately,
-        "delay_seconds": cfg.send.delay,
+        "delay_seconds": max(cfg.send.delay, cfg.send.min_gap),  # the ceiling may slow it
+        "max_per_minute": cfg.send.max_per_minute,
         "queue": queue,
         "oldest_queued_at": oldest,
         "last_check": ts("last_check"),
@@ -204,8 +205,8 @@ def collect(cfg: Config, now: float | None = None, *, flush: bool = False) -> di
         "next_send_at": f.next_send_at,
         "queue_done_at": f.queue_done_at,
         "forecast_messages": sum(1 for _, t in f.sends if math.isfinite(t)),
-        "sendable_now": sum(1 for _, t in f.sends if t <= now),
-        "_later": [t for _, t in f.sends if math.isfinite(t) and t > now],
+        "sendable_now": (k := f.going_now(now, cfg.send.min_gap)),
+        "_later": [t for _, t in f.sends[k:] if math.isfinite(t)],
         "schedule": {
             "window": None if cfg.schedule.window is None else str(cfg.schedule.window),
             "days": list(cfg.schedule.days),
@@ -284,6 +285,8 @@ def iso(ts: float, tz: ZoneInfo) -> str:
 def rate(s: dict[str, Any]) -> str:
     """How fast the queue drains: "2 a minute within 08:00-17:00 on mon-fri"."""
     if s["immediately"] or not s["delay_seconds"]:
+        if s.get("max_per_minute"):
+            return f"up to {s['max_per_minute']} a minute, within the limit"
         return "as fast as the server takes them, within the limit"
     per_minute = 60 / s["delay_seconds"]
     if per_minute >= 1:
@@ -364,6 +367,8 @@ def render(s: dict[str, Any], *, color: bool = False) -> str:
         f"{_when(s['window_resets_at'], tz, now)}"
     )
     pace = "immediately" if s["immediately"] else f"one every {s['delay_seconds']:g}s"
+    if s["immediately"] and s.get("max_per_minute"):
+        pace += f", at most {s['max_per_minute']} a minute"
     lines.append(f"pacing    {pace}")
     blocked = blocked_text(s, tz, now)
     if blocked:

@@ -15,14 +15,15 @@ from urllib.parse import urlsplit
 from yaml.nodes import MappingNode, ScalarNode
 
 from exactmaild.config import convert as conv
-from exactmaild.config.model import Account, Auth, Incoming, Security, Server
+from exactmaild.config.model import Account, Auth, Incoming, Outgoing, Security
+from exactmaild.config.origins import Origins
 from exactmaild.config.providers import PRESETS
 from exactmaild.config.schema import (
     ACCOUNT_KEYS,
     AUTH_KEYS,
     INCOMING_KEYS,
     OAUTH2_KEYS,
-    SERVER_KEYS,
+    OUTGOING_KEYS,
 )
 from exactmaild.config.values import default_port, is_loopback
 from exactmaild.config.yamlnodes import Checker, Map, as_str, is_null
@@ -136,7 +137,8 @@ def server_section(
     top: Map,
     name: Literal["incoming", "outgoing"],
     auth: Auth,
-) -> Server | Incoming | None:
+    origins: Origins | None = None,
+) -> Outgoing | Incoming | None:
     node = top.get(name)
     preset = PRESETS.get(auth.provider or "") if auth.method == "oauth2" else None
     if (
@@ -155,7 +157,7 @@ def server_section(
         )
         c.problem(top.key_line(name), name, f"required: {what}")
         return None
-    keys = INCOMING_KEYS if name == "incoming" else SERVER_KEYS
+    keys = INCOMING_KEYS if name == "incoming" else OUTGOING_KEYS
     m = c.mapping(node, name, keys, line=top.line)
     if node is not None and not is_null(node) and not isinstance(node, MappingNode):
         return None  # already reported by mapping()
@@ -198,7 +200,17 @@ def server_section(
         c.warn(f"{name}.tls_ca_file {tls_ca_file} does not exist (yet)")
 
     if name == "outgoing":
-        return Server(host=host, port=port, security=security, tls_ca_file=tls_ca_file)
+        origins = origins or Origins(c.file, None)
+        origins.note(m, "max_recipients", "outgoing.max_recipients")
+        given = origins.default("outgoing.max_recipients", None)
+        default = given if isinstance(given, int) else None
+        return Outgoing(
+            host=host,
+            port=port,
+            security=security,
+            tls_ca_file=tls_ca_file,
+            max_recipients=c.get(m, "max_recipients", conv.positive_int, default),
+        )
     if protocol == "pop3" and m.given("folder"):
         c.warn("incoming.folder is ignored with protocol: pop3 (POP3 has only the inbox)")
     idle = c.get(m, "idle", conv.as_bool, False)

@@ -22,6 +22,7 @@ __all__ = [
     "Incoming",
     "LogConfig",
     "MetricsConfig",
+    "Outgoing",
     "Receive",
     "Schedule",
     "Security",
@@ -78,6 +79,13 @@ class Incoming(Server):
 
 
 @dataclass(frozen=True)
+class Outgoing(Server):
+    # A transaction's recipients at most; larger lists are split (a
+    # provider preset fills it). None: as many as the message has.
+    max_recipients: int | None = None
+
+
+@dataclass(frozen=True)
 class Receive:
     maildir: Path
     attachments: Literal["keep", "strip", "extract"] = "keep"
@@ -97,6 +105,9 @@ class Send:
     limit_window: Literal["calendar_day", "rolling_24h"] = "calendar_day"
     limit_counts: Literal["messages", "recipients"] = "messages"
     reserve: int = 0
+    # A ceiling on the rate, whatever the pacing (immediately and flush
+    # included): at most this many sends in any minute. None: no ceiling.
+    max_per_minute: int | None = None
     retry_intervals: tuple[float, ...] = (60.0, 300.0, 900.0, 3600.0)
     give_up_after: float = 4 * 86400.0
     on_unknown_outcome: Literal["retry", "hold"] = "retry"
@@ -108,6 +119,11 @@ class Send:
     # Where mail to a bare local name (root, www-data: cron, scripts) goes;
     # None: the account's own address.
     local_recipients_to: str | None = None
+
+    @property
+    def min_gap(self) -> float:
+        """Seconds between sends that the `max_per_minute` ceiling asks for (0: none)."""
+        return 0.0 if not self.max_per_minute else 60.0 / self.max_per_minute
 
     @property
     def allowance(self) -> int:
@@ -144,7 +160,7 @@ class Config:
     timezone: str
     account: Account
     incoming: Incoming | None
-    outgoing: Server
+    outgoing: Outgoing
     schedule: Schedule
     receive: Receive | None
     send: Send
@@ -154,3 +170,6 @@ class Config:
     log: LogConfig
     warnings: tuple[str, ...] = ()
     history_days: int = 30  # how long finished messages stay in `history`
+    # Where each limit value came from (key path -> "FILE:LINE", "preset
+    # NAME" or "built-in default"), for check-config.
+    origins: tuple[tuple[str, str], ...] = ()

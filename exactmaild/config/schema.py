@@ -47,6 +47,7 @@ OAUTH2_KEYS = (
 )
 AUTH_KEYS = ("method", "username", "password_file", *OAUTH2_KEYS)
 SERVER_KEYS = ("host", "port", "security", "tls_ca_file")
+OUTGOING_KEYS = (*SERVER_KEYS, "max_recipients")
 INCOMING_KEYS = ("protocol", *SERVER_KEYS, "folder", "leave_on_server", "idle")
 SCHEDULE_KEYS = ("days", "window", "every", "at")
 RECEIVE_KEYS = ("maildir", "group", "attachments", "attachments_dir", "max_attachment_size")
@@ -58,6 +59,7 @@ SEND_KEYS = (
     "limit_window",
     "limit_counts",
     "reserve",
+    "max_per_minute",
     "retry_intervals",
     "give_up_after",
     "on_unknown_outcome",
@@ -76,7 +78,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "account": ACCOUNT_KEYS,
     "account.auth": AUTH_KEYS,
     "incoming": INCOMING_KEYS,
-    "outgoing": SERVER_KEYS,
+    "outgoing": OUTGOING_KEYS,
     "schedule": SCHEDULE_KEYS,
     "receive": RECEIVE_KEYS,
     "send": SEND_KEYS,

@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 
 from exactmaild.core.hours import Weekday, Window
 from exactmaild.core.limits import Ledger
-from exactmaild.core.schedule import is_open, next_open, next_send_time
+from exactmaild.core.schedule import ceiling_floor, is_open, next_open, next_send_time
 
 Blocker = Literal["window", "limit", "paused", "storage"]
 BLOCKERS: tuple[Blocker, ...] = ("window", "limit", "paused", "storage")
@@ -43,6 +43,7 @@ class Pacing:
     tz: ZoneInfo
     days: tuple[Weekday, ...]
     window: Window | None
+    min_gap: float = 0.0  # the rate ceiling: 60 s / send.max_per_minute
 
     def due(
         self, now: float, *, last_send: float | None, flush: bool, ledger: Ledger, units: int
@@ -59,7 +60,13 @@ class Pacing:
             tz=self.tz,
             days=self.days,
             window=self.window,
+            min_gap=self.min_gap,
         )
+
+    def flushing(self, now: float, due: float, last_send: float | None) -> bool:
+        """Whether a flush goes on with a send due at `due`: only the rate
+        ceiling may hold it back; a wait for the cap or the hours ends it."""
+        return due <= ceiling_floor(now, last_send, self.min_gap)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +96,15 @@ class Forecast:
 
     def at(self) -> dict[str, float]:
         return dict(self.sends)
+
+    def going_now(self, now: float, gap: float = 0.0) -> int:
+        """How many of the first `sends` go now: at `now`, or, under a rate
+        ceiling (`gap`, 60 s / send.max_per_minute), one gap after another
+        from it, as a flush sends them."""
+        k = 0
+        while k < len(self.sends) and self.sends[k][1] <= now + k * gap:
+            k += 1
+        return k
 
 
 def blocked(
@@ -188,7 +204,7 @@ def forecast(
             continue  # failed by the sender as too large, or no day is open
         # A flush covers what can go at once; the first message that must
         # wait ends it, as it ends the sender's.
-        flush = flush and due <= now
+        flush = flush and pacing.flushing(t, due, last)
         led.record(due, w.units)
         t = last = due
     finite = [s for _, s in sends if math.isfinite(s)]

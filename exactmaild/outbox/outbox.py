@@ -5,9 +5,9 @@ Like Mailman's switchboard, the queue's operations are its lifecycle:
 - `arrived()` takes in what producers drop into `new/` (mail for later: `outbox.later`);
 - `next_due()` reads the message to send next (the earliest due retry,
   else the oldest in `new/`), `reject()` fails one that cannot be sent;
-- `claim()` takes it for sending and returns the `Claim` whose steps
-  (reserve, then sent / deferred / held / failed / given back) move the file
-  and write the state together;
+- `claim()` takes it for sending (its Message-ID and Date written in for
+  good) and returns the `Claim` whose steps (reserve, then sent / deferred /
+  held / failed / given back) move the file and write the state together;
 - `settle()` and `tidy()` finish what the overlap leaves waiting.
 It owns the spool renames (through `Spool`), the state store's rows of a
 send and its history record (`record`), the queue index and the ledger:
@@ -47,6 +47,7 @@ from exactmaild.outbox.record import Recorder
 from exactmaild.outbox.recovery import rebuild_index, settle_active
 from exactmaild.outbox.requests import Requests
 from exactmaild.outbox.spool import Spool, valid_name
+from exactmaild.outbox.stamp import write_back
 from exactmaild.outbox.storage import StorageTrouble, is_storage_problem
 from exactmaild.store.state import StateStore
 
@@ -229,13 +230,15 @@ class Outbox:
         self._records.failed(q.name, reason, q.info.tries if q.info else 0, q.raw)
         self.log.error("message_failed", queue_id=q.name, reason=reason)
 
-    def claim(self, q: Queued, log: Log) -> Claim | None:
-        """Take a message for sending (a rename into active/): None if it was
-        cancelled or moved meanwhile."""
+    def claim(self, q: Queued, log: Log, stamp: bytes = b"") -> Claim | None:
+        """Take a message for sending, with its `stamp`: None if it is gone."""
         self._index.discard(q.name, q.src)
         if self.spool.claim(q.name, q.src) is None:
             return None
-        return Claim(self, q, log)
+        claim = Claim(self, q, log)
+        if stamp:  # Message-ID and Date, assigned once (outbox/stamp.py)
+            write_back(self.spool, claim, stamp + q.raw)
+        return claim
 
     def read_failed(self, name: str, max_size: int) -> bytes:
         return self.spool.read(FAILED, name, max_size)

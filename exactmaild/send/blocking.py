@@ -33,7 +33,7 @@ from exactmaild.outbox import Snapshot
 def pacing_of(cfg: Config, ledger: Ledger) -> Pacing:
     """The pacing settings of `cfg`, in the ledger's timezone."""
     send, sched = cfg.send, cfg.schedule
-    return Pacing(send.delay, send.immediately, ledger.tz, sched.days, sched.window)
+    return Pacing(send.delay, send.immediately, ledger.tz, sched.days, sched.window, send.min_gap)
 
 
 class Forecaster:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from exactmaild.config.model import Config
 from exactmaild.core.errors import BadMessage
-from exactmaild.outbox import Outbox, Queued, is_storage_problem
+from exactmaild.outbox import Outbox, Queued, is_storage_problem, missing_headers
 from exactmaild.send import message as msgmod
 
 
@@ -24,14 +24,19 @@ class Job:
     queued: Queued
     prepared: msgmod.Prepared
     units: int
+    stamp: bytes = b""  # the header lines its file lacks, written in at its claim
 
 
 def read_signature(cfg: Config) -> str | None:
     return None if cfg.send.signature is None else Path(cfg.send.signature).read_text("utf-8")
 
 
-def job_for(q: Queued, cfg: Config, signature: str | None) -> Job:
-    """Raises BadMessage for a message that can never be sent."""
+def job_for(q: Queued, cfg: Config, signature: str | None, now: float) -> Job:
+    """Raises BadMessage for a message that can never be sent. The Date and
+    Message-ID a message lacks are made here, once: the Outbox writes them
+    into its file when it claims it (`stamp`), so no later attempt makes new ones."""
+    domain = cfg.account.address.rpartition("@")[2] or None
+    stamp = missing_headers(q.raw, domain=domain, now=now, timezone=cfg.timezone)
     prepared = msgmod.prepare(
         q.raw,
         sender=cfg.account.address,
@@ -39,9 +44,11 @@ def job_for(q: Queued, cfg: Config, signature: str | None) -> Job:
         signature=signature,
         max_size=cfg.spool.max_message_size,
         skip_recipients=q.info.done_rcpts if q.info else (),
+        date=stamp.date,
+        message_id=stamp.message_id,
     )
     units = 1 if cfg.send.limit_counts == "messages" else len(prepared.recipients)
-    return Job(q, prepared, max(1, units))
+    return Job(q, prepared, max(1, units), stamp.lines())
 
 
 def too_big(job: Job, allowance: int) -> str:
@@ -72,7 +79,7 @@ class Lookahead:
             self.ready = None
         while (q := self._outbox.next_due(now, cfg.spool.max_message_size)) is not None:
             try:
-                return job_for(q, cfg, signature)
+                return job_for(q, cfg, signature, now)
             except BadMessage as exc:
                 self._reject(q, str(exc))
         return None

@@ -146,11 +146,15 @@ def prepare(
     signature: str | None,
     max_size: int,
     skip_recipients: tuple[str, ...] = (),
+    date: str | None = None,
+    message_id: str | None = None,
 ) -> Prepared:
     """Validate a spooled message and build what goes over SMTP.
 
     `skip_recipients` are recipients that already have this message (a
-    partial send earlier): they are never sent to again.
+    partial send earlier): they are never sent to again. `date` and
+    `message_id` are the values to add when the message lacks them (the
+    ones assigned once, `outbox/stamp.py`); None: made now.
 
     Plain single-part messages without a signature to add (the common case)
     take a fast path that works on the header lines and the body bytes
@@ -161,7 +165,7 @@ def prepare(
     deferred_until(raw)  # an unreadable Deferred-Delivery date fails the message
     if not signature:
         try:
-            return _prepare_fast(raw, sender, display_name, skip_recipients)
+            return _prepare_fast(raw, sender, display_name, skip_recipients, date, message_id)
         except _Unusual:
             pass
     return _prepare_slow(
@@ -170,6 +174,8 @@ def prepare(
         display_name=display_name,
         signature=signature,
         skip_recipients=skip_recipients,
+        date=date,
+        message_id=message_id,
     )
 
 
@@ -180,6 +186,8 @@ def _prepare_slow(
     display_name: str | None,
     signature: str | None,
     skip_recipients: tuple[str, ...] = (),
+    date: str | None = None,
+    message_id: str | None = None,
 ) -> Prepared:
     """prepare() through the email package's object model (after check_raw)."""
     msg = parse(raw)
@@ -197,9 +205,10 @@ def _prepare_slow(
     if msg["from"] is None:
         msg["From"] = email.utils.formataddr((display_name or "", sender))
     if msg["date"] is None:
-        msg["Date"] = email.utils.formatdate(localtime=True)
+        msg["Date"] = date or email.utils.formatdate(localtime=True)
     if msg["message-id"] is None:
-        msg["Message-ID"] = email.utils.make_msgid(domain=sender.rpartition("@")[2] or None)
+        domain = sender.rpartition("@")[2] or None
+        msg["Message-ID"] = message_id or email.utils.make_msgid(domain=domain)
     if signature:
         try:
             _append_signature(msg, signature)
@@ -293,7 +302,12 @@ def _addresses(name: str, value: str) -> tuple[bool, list[str]]:
 
 
 def _prepare_fast(
-    raw: bytes, sender: str, display_name: str | None, skip_recipients: tuple[str, ...]
+    raw: bytes,
+    sender: str,
+    display_name: str | None,
+    skip_recipients: tuple[str, ...],
+    date: str | None = None,
+    new_id: str | None = None,
 ) -> Prepared:
     m = re.search(rb"\r?\n\r?\n", raw)
     if m is None:
@@ -352,10 +366,10 @@ def _prepare_fast(
     if "from" not in present:
         out.append(_from_line(display_name, sender))
     if "date" not in present:
-        out.append(_date_line(email.utils.formatdate(localtime=True)))
+        out.append(_date_line(date or email.utils.formatdate(localtime=True)))
     if "message-id" not in present:
         domain = sender.rpartition("@")[2] or None
-        message_id = email.utils.make_msgid(domain=domain)
+        message_id = new_id or email.utils.make_msgid(domain=domain)
         if _msgid_is_plain(domain):
             out.append(b"Message-ID: " + message_id.encode("ascii") + b"\r\n")
         else:

@@ -258,7 +258,7 @@ class Sender:
                 return 0.0
             # A flush covers what the cap lets go now; the first message that
             # must wait ends it, so it never fires later in a burst.
-            self._flush = self._flush and due <= now
+            self._flush = self._flush and self._pacing.flushing(now, due, self.last_send)
             if not self._flush:
                 units = job.units if due > now else None
                 self._blocking.note(now, units, self._pacing, ob.ledger, len(ob))
@@ -314,7 +314,7 @@ class Sender:
         its transaction begun in the same write as this final dot."""
         p = job.prepared
         log = self.log.bind(queue_id=job.queued.name, message_id=p.message_id)
-        claim = self.outbox.claim(job.queued, log)
+        claim = self.outbox.claim(job.queued, log, job.stamp)
         if claim is None:
             return  # cancelled or moved while we waited
         if not p.recipients:
