@@ -1,7 +1,8 @@
-"""Message-ID and Date are assigned once, when a message is first claimed,
-and written back into its spooled file: a retry carries its first Date, and
-the duplicate a crash may cost carries the same Message-ID, so the
-recipient's mail client can tell the two copies for one."""
+"""Message-ID and Date, when a message lacks them, are the same at every
+attempt (derived from its spooled file: outbox/stamp.py): a retry carries
+its queued time as its Date, and the duplicate a crash may cost carries the
+same Message-ID, so the recipient's mail client can tell the two copies for
+one. The producer's file is never rewritten."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from exactmaild.config.model import Config
 from exactmaild.daemon import logs
 from exactmaild.daemon.metrics import Metrics
 from exactmaild.outbox.spool import Spool
-from exactmaild.outbox.stamp import missing_headers
+from exactmaild.outbox.stamp import Born, missing_headers
 from exactmaild.send.sender import Sender
 from exactmaild.send.smtp import SmtpConnection
 from exactmaild.store.state import StateStore
@@ -52,17 +53,31 @@ def ids(data: bytes) -> tuple[str | None, str | None]:
         ),
     ],
 )
-def test_the_lines_a_message_lacks(raw: bytes, want: set[str]) -> None:
-    stamp = missing_headers(raw, domain="practice.example", now=NOON, timezone="Europe/London")
-    got = stamp.lines()
-    names = {line.split(b":")[0].decode().lower() for line in got.splitlines()}
-    assert names == want
-    eol = b"\r\n" if b"\r\n" in raw else b"\n"
-    assert all(line.endswith(eol) for line in got.splitlines(keepends=True))
+def test_the_fields_a_message_lacks(raw: bytes, want: set[str]) -> None:
+    born = Born("20260528T202640.000000.1.ab", 1234, int(NOON * 1e9))
+    stamp = missing_headers(raw, born, domain="practice.example", timezone="Europe/London")
+    got = {n for n, v in (("date", stamp.date), ("message-id", stamp.message_id)) if v}
+    assert got == want
     if "date" in want:
-        assert b"Date: Thu, 28 May 2026 21:26:40 +0100" in got  # the practice's time zone
+        assert stamp.date == "Thu, 28 May 2026 21:26:40 +0100"  # queued, the practice's zone
     if "message-id" in want:
-        assert b"@practice.example>" in got
+        assert stamp.message_id is not None
+        assert stamp.message_id.startswith("<20260528202640.")
+        assert stamp.message_id.endswith("@practice.example>")
+
+
+def test_the_message_id_is_the_files_and_no_other() -> None:
+    """The same file gives the same Message-ID; another file (a new inode, or
+    a name used again later) gives another."""
+    raw = b"To: a@example.org\n\nhi\n"
+
+    def mid(name: str, ino: int, mtime: float) -> str | None:
+        born = Born(name, ino, int(mtime * 1e9))
+        return missing_headers(raw, born, domain="p.example", timezone="UTC").message_id
+
+    assert mid("a", 1, NOON) == mid("a", 1, NOON)
+    others = {mid("b", 1, NOON), mid("a", 2, NOON), mid("a", 1, NOON + 0.001)}
+    assert mid("a", 1, NOON) not in others and len(others) == 3
 
 
 def _sender(tmp_path: Path, server: SmtpServer, **overrides: object) -> Sender:
@@ -87,13 +102,13 @@ def test_a_deferred_message_keeps_its_message_id_and_first_date(tmp_path: Path) 
         sender.recover()
         sender.step()
         assert spool.names("deferred") == [qid]
-        # Written back into the spooled file, which keeps its queued time and mode.
+        # The producer's file is as it was: its content, time and mode.
         path = spool.dir("deferred") / qid
-        kept = ids(path.read_bytes())
-        assert kept[0] and kept[1]
+        assert path.read_bytes() == message(1)
         assert path.stat().st_mtime == NOON
         assert stat.S_IMODE(path.stat().st_mode) == 0o640
-        assert not [n for n in os.listdir(spool.dir("active")) if n.startswith(".")]
+        kept = ids(srv.bodies[0].data)
+        assert kept[0] and kept[1] == "Thu, 28 May 2026 21:26:40 +0100"
         time.sleep(1.1)  # a Date made anew would differ by the second
         sender.flush()  # the retry is due now
         sender.step()
@@ -138,21 +153,6 @@ def test_a_crash_duplicate_carries_the_same_message_id(
     first, second = ids(srv.bodies[0].data), ids(got[0].data)
     assert first[0] and first[1]
     assert first == second
-
-
-def test_a_cut_short_write_back_leaves_only_the_message(tmp_path: Path) -> None:
-    """A crash between the new file and its rename: the message is as it was
-    (a new Message-ID is made at the next claim, none went out), and the
-    leftover goes at start."""
-    spool = Spool(tmp_path / "spool")
-    qid = spool.submit(message(1))
-    spool.claim(qid)
-    (spool.dir("active") / f".{qid}.rewrite").write_bytes(b"half")
-    spool.drop_leftovers("active")
-    assert os.listdir(spool.dir("active")) == [qid]
-    spool.rewrite("active", qid, b"Message-ID: <a@b>\n" + message(1))
-    assert os.listdir(spool.dir("active")) == [qid]
-    assert ids((spool.dir("active") / qid).read_bytes())[0] == "<a@b>"
 
 
 @pytest.mark.parametrize("signature", [None, "Smiles Dental\n"])  # the fast path, the slow one

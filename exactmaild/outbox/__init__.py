@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from exactmaild.outbox.outbox import Outbox
     from exactmaild.outbox.recovery import MAX_CRASH_CLAIMS
     from exactmaild.outbox.spool import REASON_SUFFIX, Entry, Spool, new_queue_id, valid_name
-    from exactmaild.outbox.stamp import missing_headers
+    from exactmaild.outbox.stamp import Born, missing_headers
     from exactmaild.outbox.storage import is_storage_problem
 
 _WHERE = {
@@ -44,12 +44,14 @@ _WHERE = {
     "Spool": "spool",
     "new_queue_id": "spool",
     "valid_name": "spool",
+    "Born": "stamp",
     "missing_headers": "stamp",
     "is_storage_problem": "storage",
 }
 __all__ = [
     "MAX_CRASH_CLAIMS",
     "REASON_SUFFIX",
+    "Born",
     "Claim",
     "Entry",
     "Fifo",

@@ -47,7 +47,6 @@ from exactmaild.outbox.record import Recorder
 from exactmaild.outbox.recovery import rebuild_index, settle_active
 from exactmaild.outbox.requests import Requests
 from exactmaild.outbox.spool import Spool, valid_name
-from exactmaild.outbox.stamp import write_back
 from exactmaild.outbox.storage import StorageTrouble, is_storage_problem
 from exactmaild.store.state import StateStore
 
@@ -178,7 +177,7 @@ class Outbox:
                 self._skip(name, src)
                 continue
             try:
-                raw = self.spool.read(src, name, max_size)
+                raw, born = self.spool.read_born(src, name, max_size)
             except FileNotFoundError:
                 self._skip(name, src)
                 continue
@@ -198,7 +197,7 @@ class Outbox:
                 raise
             if src == NEW and self._later.take_in(name, now, raw):
                 continue  # its Deferred-Delivery time is ahead: to later/
-            return Queued(name, src, raw, self.store.message(name))
+            return Queued(name, src, raw, self.store.message(name), born)
         return None
 
     def still_next(self, q: Queued, now: float) -> bool:
@@ -230,15 +229,12 @@ class Outbox:
         self._records.failed(q.name, reason, q.info.tries if q.info else 0, q.raw)
         self.log.error("message_failed", queue_id=q.name, reason=reason)
 
-    def claim(self, q: Queued, log: Log, stamp: bytes = b"") -> Claim | None:
-        """Take a message for sending, with its `stamp`: None if it is gone."""
+    def claim(self, q: Queued, log: Log) -> Claim | None:
+        """Take a message for sending: None if it is gone."""
         self._index.discard(q.name, q.src)
         if self.spool.claim(q.name, q.src) is None:
             return None
-        claim = Claim(self, q, log)
-        if stamp:  # Message-ID and Date, assigned once (outbox/stamp.py)
-            write_back(self.spool, claim, stamp + q.raw)
-        return claim
+        return Claim(self, q, log)
 
     def read_failed(self, name: str, max_size: int) -> bytes:
         return self.spool.read(FAILED, name, max_size)

@@ -25,7 +25,6 @@ MAX_CRASH_CLAIMS = 3
 
 def settle_active(spool: Spool, store: StateStore, records: Recorder, log: Log) -> None:
     """Remove, fail or requeue each message left in `active/`."""
-    spool.drop_leftovers(ACTIVE)  # a header write-back cut short
     for name in spool.names(ACTIVE):
         last = store.last_attempt(name)
         if last is not None and last.status == "sent":

@@ -40,6 +40,7 @@ from exactmaild.core.states import (
     TMP,
     State,
 )
+from exactmaild.outbox.stamp import Born
 from exactmaild.store.durable import fsync_dir as _fsync_dir
 from exactmaild.store.durable import fsync_entry, write_new
 
@@ -49,8 +50,6 @@ HOLDABLE: tuple[State, ...] = (NEW, DEFERRED, LATER)
 REASON_SUFFIX = ".reason"
 # A dot-file: producers' and the daemon's scans never take it for a message.
 _PROBE_NAME = ".exactmaild-storage-probe"
-# The suffix of a rewrite's new file before its rename (a dot-file, never taken).
-_REWRITE = ".rewrite"
 
 
 @dataclass(frozen=True)
@@ -161,48 +160,6 @@ class Spool:
         except FileNotFoundError:
             return None
 
-    def rewrite(self, state: str, name: str, data: bytes) -> None:
-        """Replace a message's content durably (the Outbox's header lines
-        written back): a new file beside it, renamed over it.
-
-        A producer's file is its own, 0640: the daemon may read it, not write
-        it, so the new file is the daemon's, in a directory of its own
-        (active/). It keeps the file's times (its queued time) and, where the
-        daemon may (as root), its owner (who submitted it). A crash before the
-        rename leaves the old content and a dot-file, which `drop_leftovers()`
-        removes at start.
-
-        The new file's data is synced before the rename, so no power cut can
-        leave an empty message. The rename itself is not (as a claim's is
-        not): the daemon dying never undoes it, and a power cut that does
-        leaves the message as the producer wrote it, to be stamped anew at
-        its next claim. It saves a directory sync a message (bench/drain.py)."""
-        path = os.path.join(self._paths[state], name)
-        tmp = os.path.join(self._paths[state], f".{name}{_REWRITE}")
-        st = os.lstat(path)
-        if not stat.S_ISREG(st.st_mode):
-            raise IsADirectoryError(errno.EISDIR, "not a regular file", path)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        write_new(tmp, data, 0o640)
-        try:
-            with contextlib.suppress(PermissionError):
-                os.chown(tmp, st.st_uid, st.st_gid, follow_symlinks=False)
-            os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
-            os.rename(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-
-    def drop_leftovers(self, state: str) -> None:
-        """Remove what a `rewrite()` cut short by a crash left in `state`."""
-        with os.scandir(self.dir(state)) as it:
-            for e in it:
-                if e.name.startswith(".") and e.name.endswith(_REWRITE):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(e.path)
-
     def exists(self, state: str, name: str) -> bool:
         """Whether `state` holds `name` (a symlink counts: it is never followed)."""
         return os.path.lexists(os.path.join(self._paths[state], name))
@@ -225,11 +182,17 @@ class Spool:
     def read(self, state: str, name: str, limit: int) -> bytes:
         """Read a message without following symlinks; at most limit+1 bytes so an
         oversize file is detected without reading all of it."""
+        return self.read_born(state, name, limit)[0]
+
+    def read_born(self, state: str, name: str, limit: int) -> tuple[bytes, Born]:
+        """`read()`, and what identifies the file for good (its Message-ID and
+        Date are derived from it: outbox/stamp.py), from the same open."""
         fd = os.open(
             os.path.join(self._paths[state], name), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
         )
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
                 raise IsADirectoryError(errno.EISDIR, "not a regular file", name)
             chunks = []
             left = limit + 1
@@ -239,7 +202,7 @@ class Spool:
                     break
                 chunks.append(chunk)
                 left -= len(chunk)
-            return b"".join(chunks)
+            return b"".join(chunks), Born(name, st.st_ino, st.st_mtime_ns)
         finally:
             os.close(fd)
 

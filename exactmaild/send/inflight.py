@@ -60,7 +60,7 @@ class InFlight:
         if it was cancelled meanwhile, or if the write failed: then `tx`'s
         outcome is unknown and this message goes back unsent."""
         try:
-            claim = outbox.claim(job.queued, log, job.stamp)
+            claim = outbox.claim(job.queued, log)
         except OSError as exc:
             if not is_storage_problem(exc):
                 raise

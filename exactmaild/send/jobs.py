@@ -15,7 +15,7 @@ from pathlib import Path
 
 from exactmaild.config.model import Config
 from exactmaild.core.errors import BadMessage
-from exactmaild.outbox import Outbox, Queued, is_storage_problem, missing_headers
+from exactmaild.outbox import Born, Outbox, Queued, is_storage_problem, missing_headers
 from exactmaild.send import message as msgmod
 
 
@@ -24,7 +24,6 @@ class Job:
     queued: Queued
     prepared: msgmod.Prepared
     units: int
-    stamp: bytes = b""  # the header lines its file lacks, written in at its claim
 
 
 def read_signature(cfg: Config) -> str | None:
@@ -33,10 +32,11 @@ def read_signature(cfg: Config) -> str | None:
 
 def job_for(q: Queued, cfg: Config, signature: str | None, now: float) -> Job:
     """Raises BadMessage for a message that can never be sent. The Date and
-    Message-ID a message lacks are made here, once: the Outbox writes them
-    into its file when it claims it (`stamp`), so no later attempt makes new ones."""
+    Message-ID a message lacks come from its file (outbox/stamp.py), the
+    same at every attempt."""
     domain = cfg.account.address.rpartition("@")[2] or None
-    stamp = missing_headers(q.raw, domain=domain, now=now, timezone=cfg.timezone)
+    born = q.born or Born(q.name, 0, int(now * 1e9))  # not read from a file (tests)
+    stamp = missing_headers(q.raw, born, domain=domain, timezone=cfg.timezone)
     prepared = msgmod.prepare(
         q.raw,
         sender=cfg.account.address,
@@ -48,7 +48,7 @@ def job_for(q: Queued, cfg: Config, signature: str | None, now: float) -> Job:
         message_id=stamp.message_id,
     )
     units = 1 if cfg.send.limit_counts == "messages" else len(prepared.recipients)
-    return Job(q, prepared, max(1, units), stamp.lines())
+    return Job(q, prepared, max(1, units))
 
 
 def too_big(job: Job, allowance: int) -> str:

@@ -314,7 +314,7 @@ class Sender:
         its transaction begun in the same write as this final dot."""
         p = job.prepared
         log = self.log.bind(queue_id=job.queued.name, message_id=p.message_id)
-        claim = self.outbox.claim(job.queued, log, job.stamp)
+        claim = self.outbox.claim(job.queued, log)
         if claim is None:
             return  # cancelled or moved while we waited
         if not p.recipients:
