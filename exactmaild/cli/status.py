@@ -60,6 +60,7 @@ def forecast_from_disk(
     paused_until: float | None = None,
     storage_ok: bool = True,
     flush: bool = False,
+    quota: bool = False,
 ) -> Forecast:
     """The forecast of the spool's queue as it stands: new/ oldest first,
     deferred/ by next try, later/ by the time in each message's
@@ -102,6 +103,7 @@ def forecast_from_disk(
         paused_until=paused_until,
         storage_ok=storage_ok,
         flush=flush,
+        quota=quota,
     )
 
 
@@ -171,6 +173,7 @@ def collect(cfg: Config, now: float | None = None, *, flush: bool = False) -> di
         paused_until=pause_until if paused else None,
         storage_ok=storage_error is None,
         flush=flush,
+        quota=meta.get("pause_kind") == "provider_quota",
     )
     return {
         "daemon_running": running,
@@ -199,6 +202,7 @@ def collect(cfg: Config, now: float | None = None, *, flush: bool = False) -> di
         "paused": paused,
         "pause_reason": meta.get("pause_reason") if paused else None,
         "pause_until": pause_until if paused else None,
+        "pause_kind": meta.get("pause_kind") if paused else None,
         "storage_error": storage_error,
         "blocked_by": f.blocked_by,
         "resumes_at": f.resumes_at,
@@ -326,6 +330,8 @@ def blocked_text(s: dict[str, Any], tz: ZoneInfo, now: float) -> str | None:
         return f"daily limit reached, resets {when}"
     if why == "paused":
         return f"paused: {s['pause_reason']}, next try {when}"
+    if why == "provider_quota":
+        return f"provider quota reached, resumes {when}"
     if why == "storage":
         return f"storage problem: {s['storage_error']}"
     return None
