@@ -378,7 +378,8 @@ class Sender:
         if isinstance(verdict, AccountFailure):
             with self._lock:  # the ledger: when the provider's quota frees
                 self._pausing.refused(verdict, f.now, steps, self.outbox.ledger)
-            self._paused()
+            self._flush = False  # the flush lifted the pause; it must not outlast it
+            self.transport.close()
             f.claim.give_back(str(verdict))
             return
         if isinstance(verdict, SendResult):
@@ -388,11 +389,8 @@ class Sender:
             self._pausing.other()
         self._outcomes.settle(self._cfg, f.claim, verdict, f.job.prepared, f.now, f.log)
         # Deferred: the same reply to message after message pauses the account.
+        # (The connection stays: a message begun with this one's dot goes on.)
         if isinstance(verdict, TemporaryFailure) and self._pausing.temporary(
             verdict, f.job.queued.name, f.now, steps
         ):
-            self._paused()
-
-    def _paused(self) -> None:
-        self._flush = False  # the flush lifted the pause; it must not outlast it
-        self.transport.close()
+            self._flush = False  # the flush lifted the pause; it must not outlast it
