@@ -204,11 +204,19 @@ def server_section(
         origins.note(m, "max_recipients", "outgoing.max_recipients")
         given = origins.default("outgoing.max_recipients", None)
         default = given if isinstance(given, int) else None
+        keepalive = c.get(m, "keepalive", conv.duration, 240.0)
+        if keepalive > 300:
+            # RFC 5321 4.5.3.2.7: a server may close a connection idle for 5 min.
+            c.warn(
+                f"outgoing.keepalive {keepalive:g}s is longer than the 5 minutes after which "
+                "SMTP servers close an idle connection; it is probed and reopened if so"
+            )
         return Outgoing(
             host=host,
             port=port,
             security=security,
             tls_ca_file=tls_ca_file,
+            keepalive=keepalive,
             max_recipients=c.get(m, "max_recipients", conv.positive_int, default),
         )
     if protocol == "pop3" and m.given("folder"):

@@ -83,6 +83,11 @@ class Outgoing(Server):
     # A transaction's recipients at most; larger lists are split (a
     # provider preset fills it). None: as many as the message has.
     max_recipients: int | None = None
+    # Keep the SMTP connection open while the next send is due within this
+    # long (probed before reuse): a login per message trips providers'
+    # "too many login attempts". 4 min stays under common idle timeouts
+    # (Postfix's smtpd_timeout is 300 s).
+    keepalive: float = 240.0
 
 
 @dataclass(frozen=True)

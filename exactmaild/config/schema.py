@@ -47,7 +47,7 @@ OAUTH2_KEYS = (
 )
 AUTH_KEYS = ("method", "username", "password_file", *OAUTH2_KEYS)
 SERVER_KEYS = ("host", "port", "security", "tls_ca_file")
-OUTGOING_KEYS = (*SERVER_KEYS, "max_recipients")
+OUTGOING_KEYS = (*SERVER_KEYS, "keepalive", "max_recipients")
 INCOMING_KEYS = ("protocol", *SERVER_KEYS, "folder", "leave_on_server", "idle")
 SCHEDULE_KEYS = ("days", "window", "every", "at")
 RECEIVE_KEYS = ("maildir", "group", "attachments", "attachments_dir", "max_attachment_size")
