@@ -105,7 +105,8 @@ def test_expired_and_refused_access_tokens_are_refreshed(
 ) -> None:
     ts, smtp = stack
     ts.provider.expires_in = 2  # the endpoint and the SMTP server both honour it
-    config = oauth_config(tmp_path, ts, smtp)
+    # Each send logs in anew (a kept connection needs no token): the token at login is the point.
+    config = oauth_config(tmp_path, ts, smtp, outgoing={"keepalive": "0s"})
     daemon = Daemon(config)
     try:
         daemon.wait_ready(metrics_port(config), timeout=30)

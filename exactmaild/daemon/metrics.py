@@ -148,6 +148,12 @@ class Metrics:
         )
         for kind in ("transient", "permanent", "account"):
             self.send_failures.labels(kind)
+        self.smtp_logins = family(
+            "exactmaild_smtp_logins",
+            "SMTP sessions opened up to their login (AUTH attempted, or none configured): "
+            "steady while the connection is kept, fast in a reconnect storm.",
+            "counter",
+        )
         self.received = family(
             "exactmaild_received", "Messages delivered to the maildir.", "counter"
         )

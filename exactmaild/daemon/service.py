@@ -173,7 +173,11 @@ class Service:
     def _smtp_transport(self, cfg: Config) -> Transport:
         """The sender's SMTP connection, logging in with the daemon's token cache."""
         return SmtpConnection(
-            cfg.outgoing, credentials_for(cfg.account, tokens=self.tokens), timeout=SMTP_TIMEOUT
+            cfg.outgoing,
+            credentials_for(cfg.account, tokens=self.tokens),
+            timeout=SMTP_TIMEOUT,
+            max_recipients=cfg.outgoing.max_recipients,
+            logins=self.metrics.smtp_logins,
         )
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:

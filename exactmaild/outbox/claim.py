@@ -81,6 +81,7 @@ class Owner(Protocol):
 
     def _reserve(self, claim: Claim, message_id: str, units: int, now: float) -> int: ...
     def _accepted(self, claim: Claim) -> None: ...
+    def _progress(self, claim: Claim, done: tuple[str, ...]) -> None: ...
     def _about(self, claim: Claim, raw: bytes) -> None: ...
     def _apply(self, claim: Claim, s: Settlement) -> None: ...
 
@@ -174,6 +175,13 @@ class Claim:
         self.attempt = self._outbox._reserve(self, message_id, units, now)
         self.units, self.reserved_at = units, now
         self.phase = Phase.RESERVED
+
+    def progress(self, done: tuple[str, ...]) -> None:
+        """A transaction of a split send is done: `done` have it (or refused it
+        for good). Written now, before the next transaction's final dot: after
+        a crash the message goes to the others only."""
+        self._expect(Phase.RESERVED)
+        self._outbox._progress(self, done)
 
     def sent(self, reply: str, recipients: int, now: float) -> None:
         """The server took it for every recipient: the record waits for the next

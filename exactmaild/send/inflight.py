@@ -8,7 +8,9 @@ The order the Outbox's promises rest on, for one message:
    the previous accepted one, while the server answers step 1;
 3. the body and its final dot (`deliver()`), the next message's MAIL/RCPT/DATA
    in the same write where the server pipelines and the next may go at once;
-4. the verdict, for `send.outcomes` to settle.
+4. the verdict, for `send.outcomes` to settle; a recipient list the
+   transaction had no room for goes on in the next ones (`send.split`),
+   under the same reservation.
 
 A transaction begun with the previous final dot but never reserved is given
 back (`give_back()`) when it cannot go on: that connection went with the
@@ -26,6 +28,7 @@ from exactmaild.core.errors import AccountFailure, PermanentFailure, TemporaryFa
 from exactmaild.core.log import Log
 from exactmaild.outbox import Claim, Outbox, is_storage_problem
 from exactmaild.send.jobs import Job
+from exactmaild.send.split import finish
 from exactmaild.send.transport import SendResult, Transaction
 
 # What a send ends in: the server's acceptance, or an error of the tree.
@@ -104,7 +107,7 @@ class InFlight:
                 on_dot()
             nxt = follow(self.tx)
             meanwhile()
-            return self.tx.reply(), nxt
+            return finish(self.tx, self.tx.reply(), self.claim.progress), nxt
         except (AccountFailure, TemporaryFailure, PermanentFailure) as exc:
             return exc, nxt
 
