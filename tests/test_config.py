@@ -1005,3 +1005,25 @@ def test_device_authorization_url_from_presets_custom_and_http_refused() -> None
     ), found
     found = problems(custom("not a url"))
     assert any("account.auth.device_authorization_url" in p for p in found), found
+
+
+def _outgoing(keys: str) -> str:
+    return BASE.replace("{host: smtp.practice.example}", f"{{host: smtp.practice.example, {keys}}}")
+
+
+def test_outgoing_keepalive_and_max_recipients() -> None:
+    c = cfg()
+    assert (c.outgoing.keepalive, c.outgoing.max_recipients) == (240.0, None)
+    c = parse(_outgoing("keepalive: 90s, max_recipients: 100"), SRC)
+    assert (c.outgoing.keepalive, c.outgoing.max_recipients) == (90.0, 100)
+    assert parse(_outgoing("keepalive: 0s"), SRC).outgoing.keepalive == 0.0
+    long = parse(_outgoing("keepalive: 10m"), SRC)
+    assert any("outgoing.keepalive 600s" in w for w in long.warnings), long.warnings
+    for keys, path, message in [
+        ("max_recipients: 0", "outgoing.max_recipients", "at least 1"),
+        ("max_recipients: many", "outgoing.max_recipients", "whole number"),
+        ("keepalive: soon", "outgoing.keepalive", "'soon'"),
+        ("keep_alive: 4m", "outgoing.keep_alive", "did you mean 'keepalive'?"),
+    ]:
+        (found,) = problems(_outgoing(keys))
+        assert f"{SRC}:8: {path}: " in found and message in found, found
