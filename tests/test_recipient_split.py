@@ -24,7 +24,7 @@ from exactmaild.config import load as configload
 from exactmaild.config.model import Config
 from exactmaild.daemon import logs
 from exactmaild.daemon.metrics import Metrics
-from exactmaild.outbox.outbox import Outbox
+from exactmaild.outbox.claim import Claim
 from exactmaild.outbox.spool import Spool
 from exactmaild.send.sender import Sender
 from exactmaild.send.smtp import SmtpConnection
@@ -174,13 +174,13 @@ def test_a_crash_between_transactions_sends_nobody_a_second_copy(
 ) -> None:
     first = _sender(tmp_path, limited)
     first.spool.submit(BIG)
-    real = Outbox._progress
+    real = Claim.progress
 
-    def crash_after(self: Outbox, claim: Any, done: tuple[str, ...]) -> None:
-        real(self, claim, done)  # the first 100 are recorded as having it ...
+    def crash_after(self: Claim, done: tuple[str, ...]) -> None:
+        real(self, done)  # the first 100 are recorded as having it ...
         raise Crash  # ... and the daemon dies before the rest go
 
-    monkeypatch.setattr(Outbox, "_progress", crash_after)
+    monkeypatch.setattr(Claim, "progress", crash_after)
     with pytest.raises(Crash):
         first.step()
     first.transport.abort()
@@ -188,7 +188,7 @@ def test_a_crash_between_transactions_sends_nobody_a_second_copy(
     assert [len(m.rcpt_tos) for m in limited.sink.messages] == [100]
     assert len(first.spool.names("active")) == 1
 
-    monkeypatch.setattr(Outbox, "_progress", real)
+    monkeypatch.setattr(Claim, "progress", real)
     # Start-up recovery requeues it; the recorded 100 are skipped.
     second = _sender(tmp_path, limited)
     _drain(second)

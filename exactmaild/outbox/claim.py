@@ -34,7 +34,7 @@ from exactmaild.core.log import Log
 from exactmaild.core.states import DEFERRED, FAILED, HOLD, State
 from exactmaild.outbox.stamp import Born
 from exactmaild.store.history import Delivery, RcptStatus
-from exactmaild.store.state import MessageInfo
+from exactmaild.store.state import MessageInfo, StateStore
 
 
 class OutOfOrder(RuntimeError):
@@ -79,9 +79,10 @@ class Settlement:
 class Owner(Protocol):
     """What a Claim asks of the Outbox that made it."""
 
+    store: StateStore  # the state's one writer: a split send records its parts there
+
     def _reserve(self, claim: Claim, message_id: str, units: int, now: float) -> int: ...
     def _accepted(self, claim: Claim) -> None: ...
-    def _progress(self, claim: Claim, done: tuple[str, ...]) -> None: ...
     def _about(self, claim: Claim, raw: bytes) -> None: ...
     def _apply(self, claim: Claim, s: Settlement) -> None: ...
 
@@ -181,7 +182,7 @@ class Claim:
         for good). Written now, before the next transaction's final dot: after
         a crash the message goes to the others only."""
         self._expect(Phase.RESERVED)
-        self._outbox._progress(self, done)
+        self._outbox.store.add_done_recipients(self.name, list(done))
 
     def sent(self, reply: str, recipients: int, now: float) -> None:
         """The server took it for every recipient: the record waits for the next

@@ -267,9 +267,6 @@ class Outbox:
     def _accepted(self, claim: Claim) -> None:
         self._unrecorded = claim
 
-    def _progress(self, claim: Claim, done: tuple[str, ...]) -> None:  # a split send's part
-        self.store.add_done_recipients(claim.name, list(done))
-
     def _about(self, claim: Claim, raw: bytes) -> None:  # what the history will say
         self._records.about(claim, raw)
 
