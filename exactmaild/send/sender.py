@@ -7,7 +7,7 @@ outcome to `send.outcomes`, which settles it as one step of the message's
 `Claim`; an account problem instead pauses the whole queue and gives the
 message back. Between steps it waits (`send.waiter`) on a timer, a file
 arriving in the spool, or a wake-up from the main loop, and it closes the
-SMTP connection when the next send is a while off (`send.keepalive`).
+SMTP connection when the next send is further off than outgoing.keepalive.
 
 Inside one send (`send.inflight`), MAIL/RCPT/DATA go out, the reservation
 commits while the server answers, then the body and its final dot: the
@@ -35,7 +35,6 @@ from exactmaild.outbox import Outbox, Queued, Snapshot, Spool, is_storage_proble
 from exactmaild.send.blocking import Blocking, Forecaster, pacing_of
 from exactmaild.send.inflight import InFlight, Verdict
 from exactmaild.send.jobs import Job, Lookahead, read_signature, too_big
-from exactmaild.send.keepalive import keep_for
 from exactmaild.send.outcomes import Outcomes, SendMetrics
 from exactmaild.send.pausing import Pausing
 from exactmaild.send.transport import SendResult, Transaction, Transport
@@ -248,7 +247,8 @@ class Sender:
                 self._flush = False
                 self._blocking.clear()
                 nxt = ob.next_retry_time()
-                return min(nxt - now, self._close_if_idle(nxt - now, idle=True))
+                self._close_if_idle(nxt - now)
+                return nxt - now
             due = self._due(job, now)
             if math.isinf(due):
                 self._jobs.ready = None
@@ -263,11 +263,11 @@ class Sender:
             if due > now:
                 self._jobs.ready = job
                 # The next send is a while off: don't hold the connection open for it.
-                keep = self._close_if_idle(due - now)
+                self._close_if_idle(due - now)
                 # A retry already due waits behind the job picked before it came
                 # due: waking for it would only spin until `due`.
                 retry = ob.next_retry_time()
-                return min((due if retry <= now else min(due, retry)) - now, keep)
+                return (due if retry <= now else min(due, retry)) - now
             self._jobs.ready = None
         # The send itself runs without the lock: a scrape or a reload must not
         # wait for a slow SMTP server.
@@ -287,14 +287,13 @@ class Sender:
             now, last_send=self.last_send, flush=self._flush, ledger=ledger, units=job.units
         )
 
-    def _close_if_idle(self, idle_for: float, *, idle: bool = False) -> float:
-        """Close the connection unless kept (outgoing.keepalive); how soon to look again."""
-        keepalive = self._cfg.outgoing.keepalive
-        keep = keep_for(self.clock.time(), idle_for, self.last_send, keepalive, idle=idle)
-        if keep is None and self.transport.connected:
+    def _close_if_idle(self, idle_for: float) -> None:
+        # Kept while the next send is due within outgoing.keepalive: a login
+        # per paced message is what providers throttle ("454 4.7.0 Too many
+        # login attempts"); the transport probes it before reuse.
+        if idle_for > self._cfg.outgoing.keepalive and self.transport.connected:
             self.transport.close()
             self.log.debug("smtp_closed_idle")
-        return float("inf") if keep is None or not self.transport.connected else keep
 
     def _next_job(self, now: float) -> Job | None:
         return self._jobs.next(now, self._cfg, self.signature)
