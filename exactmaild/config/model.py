@@ -93,6 +93,9 @@ class Send:
     limit_window: Literal["calendar_day", "rolling_24h"] = "calendar_day"
     limit_counts: Literal["messages", "recipients"] = "messages"
     reserve: int = 0
+    # The last N sends of the allowance are kept for urgent mail (core.lanes).
+    urgent_reserve: int = 0
+    urgent_any_time: bool = False  # urgent mail may go outside schedule.window
     retry_intervals: tuple[float, ...] = (60.0, 300.0, 900.0, 3600.0)
     give_up_after: float = 4 * 86400.0
     on_unknown_outcome: Literal["retry", "hold"] = "retry"

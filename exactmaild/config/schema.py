@@ -57,6 +57,8 @@ SEND_KEYS = (
     "limit_window",
     "limit_counts",
     "reserve",
+    "urgent_reserve",
+    "urgent_any_time",
     "retry_intervals",
     "give_up_after",
     "on_unknown_outcome",

@@ -1,13 +1,16 @@
 """The forecast: when each waiting message will go, and what holds sending back now.
 
 It runs the sending thread's own decisions forward on a copy of the ledger:
-the same pick (a due retry first, else the oldest new message, chosen when
-the previous send went), the same `next_send_time()` (delay, opening hours,
-days, the cap and its limit window, DST included), the account pause, and
-each forecast send counted in the copy as the real one would be. So the
-forecast is what the daemon will do if every send is accepted and nothing
-new arrives; later arrivals queue behind and never move an earlier
-message's time.
+the same pick (`queue send-now` first, then lane by lane, urgent to bulk:
+a due retry first, else the oldest new message, chosen when the previous
+send went; a retry of a higher lane coming due meanwhile goes first), the
+same `next_send_time()` (delay, opening hours, days, the cap and its limit
+window, DST included, the urgent reserve and `urgent_any_time`), the
+account pause, and each forecast send counted in the copy as the real one
+would be. So the forecast is what the daemon will do if every send is
+accepted and nothing new arrives; later arrivals of the same or a lower
+lane queue behind and never move an earlier message's time (urgent mail
+arriving later goes ahead of normal and bulk mail, as it should).
 
 `blocked()` says what stops sending at an instant and when that ends; the
 sender logs its transitions and `status` shows it. Pure: every call takes
@@ -26,6 +29,7 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from exactmaild.core.hours import Weekday, Window
+from exactmaild.core.lanes import LANES, RANK, Lane, kept_back
 from exactmaild.core.limits import Ledger
 from exactmaild.core.schedule import is_open, next_open, next_send_time
 
@@ -42,11 +46,28 @@ class Pacing:
     tz: ZoneInfo
     days: tuple[Weekday, ...]
     window: Window | None
+    urgent_reserve: int = 0
+    urgent_any_time: bool = False
+
+    def keep(self, lane: Lane) -> int:
+        """What a message of `lane` must leave of the allowance."""
+        return kept_back(lane, self.urgent_reserve)
+
+    def any_time(self, lane: Lane) -> bool:
+        """Whether a message of `lane` may go outside the hours."""
+        return self.urgent_any_time and lane == "urgent"
 
     def due(
-        self, now: float, *, last_send: float | None, flush: bool, ledger: Ledger, units: int
+        self,
+        now: float,
+        *,
+        last_send: float | None,
+        flush: bool,
+        ledger: Ledger,
+        units: int,
+        lane: Lane = "normal",
     ) -> float:
-        """When a send of `units` may go (`next_send_time` with these settings)."""
+        """When a send of `units` in `lane` may go (`next_send_time` with these settings)."""
         return next_send_time(
             now,
             last_send=last_send,
@@ -58,17 +79,22 @@ class Pacing:
             tz=self.tz,
             days=self.days,
             window=self.window,
+            keep=self.keep(lane),
+            any_time=self.any_time(lane),
         )
 
 
 @dataclass(frozen=True, slots=True)
 class Waiting:
     """A message waiting to be sent: its queue id, what it counts against the
-    limit, and for a deferred one the time of its next try."""
+    limit, for a deferred one the time of its next try, its lane, and
+    whether `queue send-now` put it first."""
 
     name: str
     units: int = 1
     retry_at: float | None = None
+    lane: Lane = "normal"
+    first: bool = False
 
 
 @dataclass(frozen=True)
@@ -96,6 +122,7 @@ def blocked(
     pacing: Pacing,
     paused_until: float | None = None,
     storage_ok: bool = True,
+    lane: Lane = "normal",
 ) -> tuple[Blocker | None, float | None]:
     """What stops the next message (of `units`; None: nothing waits) from going
     at `now`, and when that ends (None: not known).
@@ -104,7 +131,9 @@ def blocked(
     and the cap only matter for a message that is waiting; the window is
     named first, since it is what ends later in the usual case (the cap
     reached at 16:00 resets at midnight, the window opens at 08:00). The
-    delay between sends and a retry's time are pacing, not a block.
+    delay between sends and a retry's time are pacing, not a block. `lane`
+    (the next message's): the urgent reserve holds normal and bulk mail back
+    as the cap does, and `urgent_any_time` lets urgent mail past the window.
     """
     if not storage_ok:
         return "storage", None
@@ -112,11 +141,13 @@ def blocked(
         return "paused", paused_until
     if units is None:
         return None, None
-    if not pacing.immediately and not is_open(now, pacing.tz, pacing.days, pacing.window):
+    open_now = pacing.any_time(lane) or is_open(now, pacing.tz, pacing.days, pacing.window)
+    if not pacing.immediately and not open_now:
         opens = next_open(now, pacing.tz, pacing.days, pacing.window)
         return "window", None if math.isinf(opens) else opens
-    if ledger.fits_at_all(units) and not ledger.can_send(now, units):
-        return "limit", ledger.next_allowed(now, units)
+    keep = pacing.keep(lane)
+    if ledger.fits_at_all(units, keep) and not ledger.can_send(now, units, keep):
+        return "limit", ledger.next_allowed(now, units, keep)
     return None, None
 
 
@@ -139,16 +170,10 @@ def forecast(
     now goes now; the rest is paced.
     """
     led = copy.deepcopy(ledger)
-    new: deque[Waiting] = deque()
-    retries: list[tuple[float, int, Waiting]] = []
-    for i, w in enumerate(queue):
-        if w.retry_at is None:
-            new.append(w)
-        else:
-            heapq.heappush(retries, (min(w.retry_at, now) if flush else w.retry_at, i, w))
+    picks = _Picks(queue, now, flush)
     if flush:
         paused_until = None
-    first = _first(now, new, retries)
+    first = picks.peek(now)
     why, until = blocked(
         now,
         ledger=led,
@@ -156,22 +181,27 @@ def forecast(
         pacing=pacing,
         paused_until=paused_until,
         storage_ok=storage_ok,
+        lane="normal" if first is None else first.lane,
     )
     if not storage_ok:
         return Forecast((), None, None, why, until)
     t = now if paused_until is None else max(now, paused_until)
     last = last_send
     sends: list[tuple[str, float]] = []
-    while new or retries:
+    while picks:
         # Picked as the sender picks: when the previous send went.
-        if retries and retries[0][0] <= t:
-            w = heapq.heappop(retries)[2]
-        elif new:
-            w = new.popleft()
-        else:
-            t = retries[0][0]
+        w = picks.take(t)
+        if w is None:
+            t = picks.next_retry()
             continue
-        due = pacing.due(t, last_send=last, flush=flush, ledger=led, units=w.units)
+        due = pacing.due(t, last_send=last, flush=flush, ledger=led, units=w.units, lane=w.lane)
+        # A retry of a higher lane that comes due meanwhile goes first: the
+        # sender drops the message it was holding for it.
+        r = picks.higher_retry(w, due)
+        if r is not None:
+            picks.put_back(w)
+            t = r
+            continue
         sends.append((w.name, due))
         if math.isinf(due):
             continue  # failed by the sender as too large, or no day is open
@@ -190,15 +220,72 @@ def forecast(
     )
 
 
-def _first(
-    now: float, new: deque[Waiting], retries: list[tuple[float, int, Waiting]]
-) -> Waiting | None:
-    """The message the sender would pick at `now` (or wait for, if only retries wait)."""
-    if retries and retries[0][0] <= now:
-        return retries[0][2]
-    if new:
-        return new[0]
-    return retries[0][2] if retries else None
+class _Picks:
+    """The waiting messages as the sender's queue index orders them: those
+    `send-now` put first, then per lane the retries by their time and the new
+    messages in arrival order."""
+
+    def __init__(self, queue: Sequence[Waiting], now: float, flush: bool) -> None:
+        self.front: deque[Waiting] = deque(w for w in queue if w.first)
+        self.new: dict[Lane, deque[Waiting]] = {lane: deque() for lane in LANES}
+        self.retries: dict[Lane, list[tuple[float, int, Waiting]]] = {lane: [] for lane in LANES}
+        self._retry_key: dict[int, tuple[float, int]] = {}
+        for i, w in enumerate(queue):
+            if w.first:
+                continue
+            if w.retry_at is None:
+                self.new[w.lane].append(w)
+            else:
+                at = min(w.retry_at, now) if flush else w.retry_at
+                heapq.heappush(self.retries[w.lane], (at, i, w))
+
+    def __bool__(self) -> bool:
+        return bool(self.front) or any(self.new.values()) or any(self.retries.values())
+
+    def _choose(self, t: float, *, pop: bool) -> Waiting | None:
+        if self.front:
+            return self.front.popleft() if pop else self.front[0]
+        for lane in LANES:
+            heap = self.retries[lane]
+            if heap and heap[0][0] <= t:
+                if not pop:
+                    return heap[0][2]
+                at, i, w = heapq.heappop(heap)
+                self._retry_key[id(w)] = (at, i)
+                return w
+            if self.new[lane]:
+                return self.new[lane].popleft() if pop else self.new[lane][0]
+        return None
+
+    def take(self, t: float) -> Waiting | None:
+        """The message the sender picks at `t`; None: only later retries wait."""
+        return self._choose(t, pop=True)
+
+    def peek(self, now: float) -> Waiting | None:
+        """The message the sender would pick at `now` (or wait for, if only retries wait)."""
+        w = self._choose(now, pop=False)
+        if w is not None:
+            return w
+        waiting = [h[0] for h in self.retries.values() if h]
+        return min(waiting)[2] if waiting else None
+
+    def next_retry(self) -> float:
+        return min(h[0][0] for h in self.retries.values() if h)
+
+    def higher_retry(self, w: Waiting, due: float) -> float | None:
+        """When a retry of a lane above `w`'s comes due before `due`, if one does."""
+        if w.first:
+            return None
+        times = [h[0][0] for lane, h in self.retries.items() if h and RANK[lane] < RANK[w.lane]]
+        soonest = min(times, default=math.inf)
+        return soonest if soonest < due else None
+
+    def put_back(self, w: Waiting) -> None:
+        if w.retry_at is None:
+            self.new[w.lane].appendleft(w)
+        else:
+            at, i = self._retry_key.pop(id(w))
+            heapq.heappush(self.retries[w.lane], (at, i, w))
 
 
 def transition(

@@ -112,6 +112,8 @@ def next_send_time(
     tz: ZoneInfo,
     days: tuple[Weekday, ...],
     window: Window | None,
+    keep: int = 0,
+    any_time: bool = False,
 ) -> float:
     """When the next message, of `units`, may go: an instant >= `now`, or math.inf.
 
@@ -122,16 +124,22 @@ def next_send_time(
     flush never fires later (at the cap's reset outside the hours, or in a
     burst once the limit is raised). math.inf means never: the message is
     larger than the whole allowance, or no day is open.
+
+    `keep`: what this message must leave of the allowance (the urgent
+    reserve, for a normal or bulk message). `any_time`: the hours do not
+    apply (urgent mail with `urgent_any_time`); the delay and the cap do.
     """
     if delay < 0:
         raise ValueError("delay must be 0 or more")
-    if not ledger.fits_at_all(units):
+    if not ledger.fits_at_all(units, keep):
         return math.inf
-    if flush and ledger.can_send(now, units):
+    if flush and ledger.can_send(now, units, keep):
         return now
     if immediately:
-        return ledger.next_allowed(now, units)
+        return ledger.next_allowed(now, units, keep)
     t = now if last_send is None else max(now, last_send + delay)
+    if any_time:
+        return ledger.next_allowed(t, units, keep)
     # Each constraint can push past another (the cap resets at midnight,
     # outside a 08:00-17:00 window), so move forward until all hold at once.
     # Every round ends in a later window or a later cap reset, so a handful
@@ -140,7 +148,7 @@ def next_send_time(
         opened = next_open(t, tz, days, window)
         if math.isinf(opened):
             return math.inf
-        allowed = ledger.next_allowed(opened, units)
+        allowed = ledger.next_allowed(opened, units, keep)
         if allowed == opened:
             return opened
         t = allowed

@@ -77,7 +77,7 @@ class Outbox:
         # Held while the ledger changes: the main thread reads it for levels.
         self._lock = lock or threading.RLock()
         self.ledger = Ledger(send.limit_window, ZoneInfo(timezone), send.allowance)
-        self._index = QueueIndex()
+        self._index = QueueIndex(spool.lane)  # each message's lane read once, on arrival
         self._ignored: set[str] = set()  # non-files already logged once
         self._unrecorded: Claim | None = None  # accepted; its record waits
         self._unremoved: Claim | None = None  # recorded; its file waits
