@@ -24,6 +24,7 @@ import math
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from exactmaild.cli.lanes import lanes_json, lanes_text
 from exactmaild.config.model import Config
 from exactmaild.core.forecast import Forecast, Pacing, Waiting, forecast
 from exactmaild.core.hours import ALL_DAYS
@@ -62,7 +63,8 @@ def forecast_from_disk(
     flush: bool = False,
 ) -> Forecast:
     """The forecast of the spool's queue as it stands: new/ oldest first,
-    deferred/ by next try, each message weighed as the sender weighs it."""
+    deferred/ by next try, each message weighed and put in its lane as the
+    sender does."""
     from exactmaild.send.weights import units_of
 
     queue: list[Waiting] = []
@@ -79,14 +81,16 @@ def forecast_from_disk(
                 return units_of(raw, counts, info.done_rcpts if info else ())
             return 1
 
-        queue = [Waiting(n, units("new", n)) for n in spool.queued_oldest_first()]
+        new = spool.queued_oldest_first()
+        queue = [Waiting(n, units("new", n), lane=spool.lane(n, "new")) for n in new]
         with contextlib.suppress(FileNotFoundError):
             for n in spool.names("deferred"):
                 info = infos.get(n)
                 retry = info.next_try if info and info.next_try else now
-                queue.append(Waiting(n, units("deferred", n), retry))
+                queue.append(Waiting(n, units("deferred", n), retry, spool.lane(n, "deferred")))
     send, sched = cfg.send, cfg.schedule
-    pacing = Pacing(send.delay, send.immediately, ledger.tz, sched.days, sched.window)
+    pacing = Pacing(send.delay, send.immediately, ledger.tz, sched.days, sched.window,
+                    send.urgent_reserve, send.urgent_any_time)  # fmt: skip
     return forecast(
         now,
         ledger,
@@ -194,6 +198,8 @@ def collect(cfg: Config, now: float | None = None, *, flush: bool = False) -> di
         "resumes_at": f.resumes_at,
         "next_send_at": f.next_send_at,
         "queue_done_at": f.queue_done_at,
+        "lanes": lanes_json(f, tz),
+        "_lanes": f.lanes,
         "forecast_messages": sum(1 for _, t in f.sends if math.isfinite(t)),
         "sendable_now": sum(1 for _, t in f.sends if t <= now),
         "_later": [t for _, t in f.sends if math.isfinite(t) and t > now],
@@ -372,6 +378,8 @@ def render(s: dict[str, Any], *, color: bool = False) -> str:
         lines.append(
             f"          all {n} sent by {_when(s['queue_done_at'], tz, now)}, at {rate(s)}"
         )
+    if s["_lanes"]:
+        lines.append("          " + lanes_text(s["_lanes"], tz, now))
     if s["oldest_queued_at"]:
         age = max(1, round(now - s["oldest_queued_at"]))
         lines.append(f"          oldest waiting {format_seconds(age)}")

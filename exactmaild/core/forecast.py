@@ -109,6 +109,8 @@ class Forecast:
     queue_done_at: float | None
     blocked_by: Blocker | None
     resumes_at: float | None
+    # Per lane that has mail waiting: (lane, messages, when its last one goes).
+    lanes: tuple[tuple[Lane, int, float | None], ...] = ()
 
     def at(self) -> dict[str, float]:
         return dict(self.sends)
@@ -217,7 +219,22 @@ def forecast(
         max(finite) if finite else None,
         why,
         until,
+        _by_lane(queue, sends),
     )
+
+
+def _by_lane(
+    queue: Sequence[Waiting], sends: list[tuple[str, float]]
+) -> tuple[tuple[Lane, int, float | None], ...]:
+    lane = {w.name: w.lane for w in queue}
+    count = dict.fromkeys(LANES, 0)
+    done: dict[Lane, float | None] = dict.fromkeys(LANES)
+    for name, t in sends:
+        ln = lane[name]
+        count[ln] += 1
+        if math.isfinite(t):
+            done[ln] = max(t, done[ln] or t)
+    return tuple((ln, count[ln], done[ln]) for ln in LANES if count[ln])
 
 
 class _Picks:
