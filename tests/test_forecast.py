@@ -1,11 +1,14 @@
 """forecast: when each waiting message goes, and what blocks sending now.
 
-The simulation runs the sending thread's step loop (pick, ask
+The simulation runs the sending thread's step loop (pick lane by lane, ask
 `next_send_time`, wait for the due time or the next retry, send, read the
 next one ahead) on an injected clock over weeks that cross a DST change and
 several cap resets, and compares it send by send, to the second, with the
-forecast made at the start and again after every send. Tables pin the blocked
-reasons and the flush.
+forecast made at the start and again after every send. It also checks the
+lanes' promises on every run: the cap holds in every window, urgent mail is
+never behind normal or bulk mail (nor normal behind bulk), and with an
+urgent reserve of N, N urgent sends stay possible until the cap. Tables pin
+the blocked reasons and the flush.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from hypothesis import strategies as st
 
 from exactmaild.core.forecast import Pacing, Waiting, blocked, forecast, transition
 from exactmaild.core.hours import ALL_DAYS, Weekday, Window
+from exactmaild.core.lanes import LANES, RANK, Lane
 from exactmaild.core.limits import LIMIT_WINDOWS, Ledger, LimitWindow, local_instant, wall_clock
 from exactmaild.core.schedule import next_send_time
 from tests.helpers import at
@@ -65,6 +69,8 @@ def cases(draw: st.DrawFn) -> Case:
         tz=tz,
         days=days,
         window=window,
+        urgent_reserve=draw(st.integers(0, allowance - 1)),
+        urgent_any_time=draw(st.booleans()),
     )
     earlier = tuple(start - s for s in draw(st.lists(st.integers(1, 86400), max_size=allowance)))
     # Enough messages for several limit windows: the run crosses the DST change.
@@ -74,7 +80,8 @@ def cases(draw: st.DrawFn) -> Case:
         retry = None
         if draw(st.integers(0, 4)) == 0:
             retry = start + draw(st.integers(-3600, 3 * 86400))
-        queue.append(Waiting(f"m{i:03d}", units, retry))
+        lane: Lane = draw(st.sampled_from(LANES))
+        queue.append(Waiting(f"m{i:03d}", units, retry, lane))
     paused = start + draw(st.integers(1, 7200)) if draw(st.integers(0, 3)) == 0 else None
     dst = local_instant(change_day, dt.time(12), tz)
     kind = draw(st.sampled_from(LIMIT_WINDOWS))
@@ -94,24 +101,34 @@ def run_sender(c: Case) -> list[tuple[str, float]]:
     p = c.pacing
     ledger = ledger_of(c)
     units = {w.name: w.units for w in c.queue}
-    new = deque(w.name for w in c.queue if w.retry_at is None)
+    lane = {w.name: w.lane for w in c.queue}
+    new = {
+        ln: deque(w.name for w in c.queue if w.retry_at is None and w.lane == ln) for ln in LANES
+    }
     retry = {w.name: w.retry_at for w in c.queue if w.retry_at is not None}
     last_send = max(c.earlier, default=None)
     clock = c.start
     ready: str | None = None
     sends: list[tuple[str, float]] = []
 
-    def first(now: float) -> str | None:
-        due = [(t, n) for n, t in retry.items() if t <= now]
-        if due:
-            return min(due)[1]
-        return new[0] if new else None
+    def first(now: float, lanes: tuple[Lane, ...] = LANES) -> str | None:
+        for ln in lanes:
+            due = [(t, n) for n, t in retry.items() if t <= now and lane[n] == ln]
+            if due:
+                return min(due)[1]
+            if new[ln]:
+                return new[ln][0]
+        return None
 
     def still_next(name: str, now: float) -> bool:
-        return (new[0] == name) if name in new else retry.get(name, math.inf) <= now
+        # Mail of a higher lane that arrived or came due meanwhile goes first.
+        if first(now, LANES[: RANK[lane[name]]]) is not None:
+            return False
+        q = new[lane[name]]
+        return (q[0] == name) if name in q else retry.get(name, math.inf) <= now
 
     for _ in range(100_000):
-        if not (new or retry):
+        if not (any(new.values()) or retry):
             return sends
         if c.paused_until is not None and clock < c.paused_until:
             clock = c.paused_until
@@ -132,21 +149,25 @@ def run_sender(c: Case) -> list[tuple[str, float]]:
             tz=p.tz,
             days=p.days,
             window=p.window,
+            keep=p.keep(lane[job]),
+            any_time=p.any_time(lane[job]),
         )
         if math.isinf(due):
             sends.append((job, due))  # failed as too large: never sent
         elif due > clock:
             ready = job
-            nxt = min(retry.values(), default=math.inf)
-            clock = due if nxt <= clock else min(due, nxt)
+            # It wakes for a retry of a higher lane only: that one goes first.
+            higher = LANES[: RANK[lane[job]]]
+            nxt = min((t for n, t in retry.items() if lane[n] in higher), default=math.inf)
+            clock = min(due, nxt)
             continue
         else:
-            assert ledger.can_send(clock, units[job])
+            assert ledger.can_send(clock, units[job], p.keep(lane[job]))
             ledger.record(clock, units[job])
             sends.append((job, clock))
             last_send = clock
-        if job in new:
-            new.remove(job)
+        if job in new[lane[job]]:
+            new[lane[job]].remove(job)
         retry.pop(job, None)
         ready = first(clock)  # read ahead while the server reads this one
     raise AssertionError("the simulated sender did not finish")
@@ -188,6 +209,40 @@ def test_forecast_agrees_with_the_sends_send_by_send(c: Case) -> None:
     days = {wall_clock(t, c.pacing.tz).date() for t in finite}
     if len(days) > 1:
         event("the cap reset mid-queue")
+
+
+@settings(max_examples=300, deadline=None)
+@given(c=cases())
+def test_lanes_keep_their_promises(c: Case) -> None:
+    sends = run_sender(c)
+    by_name = {w.name: w for w in c.queue}
+    n = c.pacing.urgent_reserve
+    ledger, urgent = ledger_of(c), Ledger(c.kind, c.pacing.tz, c.allowance)
+    for k, (name, t) in enumerate(sends):
+        if math.isinf(t):
+            continue
+        w = by_name[name]
+        ledger.record(t, w.units)
+        if w.lane == "urgent":
+            urgent.record(t, w.units)
+        # The cap holds in every window; normal and bulk leave the reserve.
+        assert ledger.used(t) <= c.allowance
+        if w.lane != "urgent":
+            assert ledger.used(t) <= c.allowance - n
+        # Nothing of a higher lane that could go was behind this one.
+        later = {m for m, _ in sends[k + 1 :]}
+        for v in c.queue:
+            ready = v.retry_at is None or v.retry_at <= t
+            if v.name in later and ready and RANK[v.lane] < RANK[w.lane]:
+                raise AssertionError(f"{v.lane} {v.name} went after {w.lane} {name}")
+        # N urgent sends stay possible until the cap: what normal and bulk
+        # used leaves at least N (less the urgent sends made) in the window,
+        # unless sends from before the run (made under no reserve) used it.
+        if ledger_of(c).used(t) == 0:
+            assert ledger.remaining(t) >= n - urgent.used(t)
+            event("urgent reserve checked")
+    if n and any(w.lane == "urgent" for w in c.queue):
+        event("a reserve with urgent mail")
 
 
 def test_forecast_crosses_dst_and_a_cap_reset() -> None:

@@ -199,7 +199,7 @@ def forecast(
         due = pacing.due(t, last_send=last, flush=flush, ledger=led, units=w.units, lane=w.lane)
         # A retry of a higher lane that comes due meanwhile goes first: the
         # sender drops the message it was holding for it.
-        r = picks.higher_retry(w, due)
+        r = None if math.isinf(due) else picks.higher_retry(w, due)  # inf: failed at once
         if r is not None:
             picks.put_back(w)
             t = r
@@ -295,7 +295,7 @@ class _Picks:
             return None
         times = [h[0][0] for lane, h in self.retries.items() if h and RANK[lane] < RANK[w.lane]]
         soonest = min(times, default=math.inf)
-        return soonest if soonest < due else None
+        return soonest if soonest <= due else None
 
     def put_back(self, w: Waiting) -> None:
         if w.retry_at is None:

@@ -223,8 +223,10 @@ class LaneRetries:
         for r in self.lanes.values():
             r.discard(name)
 
-    def next_time(self) -> float:
-        return min(r.next_time() for r in self.lanes.values())
+    def next_time(self, above: Lane | None = None) -> float:
+        """The next try of any lane, or (`above`) of the lanes sent before that one."""
+        lanes = LANES if above is None else LANES[: RANK[above]]
+        return min((self.lanes[lane].next_time() for lane in lanes), default=math.inf)
 
     def first_due(self, now: float) -> str | None:
         """A due retry of the highest lane that has one."""

@@ -38,6 +38,7 @@ from zoneinfo import ZoneInfo
 
 from exactmaild.config.model import Send
 from exactmaild.core.clock import Clock
+from exactmaild.core.lanes import Lane
 from exactmaild.core.limits import DAY, Ledger
 from exactmaild.core.log import Log
 from exactmaild.core.states import ACTIVE, DEFERRED, FAILED, NEW, State
@@ -160,8 +161,8 @@ class Outbox:
             elif valid_name(name) and self._index.new.append(name):
                 self.log.debug("noticed", queue_id=name)
 
-    def next_retry_time(self) -> float:
-        return self._index.deferred.next_time()
+    def next_retry_time(self, above: Lane | None = None) -> float:
+        return self._index.deferred.next_time(above)  # above: only lanes before that one
 
     def retry_all_now(self) -> None:
         """`flush`: every deferred message is due now."""

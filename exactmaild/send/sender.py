@@ -266,9 +266,9 @@ class Sender:
                 self._jobs.ready = job
                 # The next send is a while off: don't hold the connection open for it.
                 self._close_if_idle(due - now)
-                # A retry already due waits behind the job picked before it came
-                # due: waking for it would only spin until `due`.
-                retry = ob.next_retry_time()
+                # Only a retry of a higher lane coming due takes the job's place
+                # (`Outbox.still_next()`): waking for any other would only spin.
+                retry = ob.next_retry_time(above=job.lane)
                 return (due if retry <= now else min(due, retry)) - now
             self._jobs.ready = None
         # The send itself runs without the lock: a scrape or a reload must not
