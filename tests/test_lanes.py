@@ -6,6 +6,7 @@ each, a held message giving way to a higher lane)."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -13,14 +14,22 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from exactmaild.auth.credentials import credentials_for
+from exactmaild.config import load as configload
 from exactmaild.core.hours import Weekday, Window
 from exactmaild.core.lanes import Lane, kept_back, lane_of
 from exactmaild.core.limits import Ledger
 from exactmaild.core.schedule import next_send_time
 from exactmaild.core.states import DEFERRED, NEW, State
+from exactmaild.daemon import logs
+from exactmaild.daemon.metrics import Metrics
 from exactmaild.outbox.index import QueueIndex
 from exactmaild.outbox.spool import Spool
-from tests.helpers import at
+from exactmaild.send.sender import Sender
+from exactmaild.send.smtp import SmtpConnection
+from exactmaild.store.state import StateStore
+from tests.fixtures.smtp import SmtpServer
+from tests.helpers import at, message, write_config
 
 LON = ZoneInfo("Europe/London")
 
@@ -184,3 +193,68 @@ def test_spool_reads_the_lane_once_from_the_head(tmp_path: Path) -> None:
     assert spool.lane("nosuch", "new") == "normal"
     (tmp_path / "spool" / "new" / "dir").mkdir()
     assert spool.lane("dir", "new") == "normal"
+
+
+class _Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def time(self) -> float:
+        return self.now
+
+
+def test_urgent_any_time_through_the_sender(tmp_path: Path, smtp_server: SmtpServer) -> None:
+    """The sender on an injected clock, a real SMTP server: at 22:00, outside
+    the 08:00-17:00 window, urgent mail goes (paced), normal mail waits for
+    the morning."""
+    cfg = configload.load(
+        write_config(
+            tmp_path,
+            smtp_server,
+            send={
+                "immediately": False,
+                "delay": "60s",
+                "daily_limit": 3,
+                "urgent_reserve": 1,
+                "urgent_any_time": True,
+            },
+            schedule={"window": "08:00-17:00", "days": ["mon", "tue", "wed", "thu", "fri"]},
+        )
+    )
+    logs.configure(cfg.log)
+    clock = _Clock(at(LON, "2026-12-01 22:00"))  # a Tuesday
+    store, spool = StateStore(cfg.state_dir), Spool(cfg.spool.dir)
+    spool.submit(message(1))  # the recall letter
+    spool.submit(message(2, Priority="urgent"))  # the appointment moved
+    sender = Sender(
+        cfg,
+        store,
+        spool,
+        Metrics(),
+        logs.get(),
+        transport_factory=lambda c: SmtpConnection(c.outgoing, credentials_for(c.account)),
+        clock=clock,
+    )
+    sink = smtp_server.sink
+    try:
+        sender.recover()
+        assert sender.step() == 0.0
+        assert [_subject(m.data) for m in sink.messages] == [2]
+        assert sender.step() == pytest.approx(10 * 3600)  # normal: the window opens at 08:00
+        spool.submit(message(3, Priority="urgent"))
+        clock.now += 1
+        assert sender.step() == pytest.approx(59)  # urgent, but still paced
+        clock.now += 59
+        sender.step()
+        assert [_subject(m.data) for m in sink.messages] == [2, 3]
+        clock.now = at(LON, "2026-12-02 08:00")
+        sender.step()
+        assert [_subject(m.data) for m in sink.messages] == [2, 3, 1]
+    finally:
+        sender.outbox.settle()
+        sender.transport.close()
+
+
+def _subject(data: bytes) -> int:
+    """The number `message()` wrote into the subject."""
+    return int(re.search(rb"Subject: Appointment reminder (\d+)", data)[1])  # type: ignore[index]

@@ -37,14 +37,14 @@ def test_urgent_overtakes_the_batch_and_uses_the_reserve(
     port = int(yaml.safe_load(cfg_path.read_text())["metrics"]["listen"].rsplit(":", 1)[1])
     spool = Spool(tmp_path / "spool")
     for n in range(30):
-        spool.submit(message(n, Precedence="bulk", Subject=f"Recall {n}"))
+        spool.submit(message(n, Precedence="bulk"))
     sink = smtp_server.sink
 
     d = Daemon(cfg_path)
     try:
         d.wait_ready(port)
         assert len(sink.wait_for(5, timeout=30)) >= 5, d.log()
-        spool.submit(message(100, Priority="urgent", Subject="Appointment moved"))
+        spool.submit(message(100, Priority="urgent"))
         # 17 = 20 - 3: then bulk stops, the urgent one included in the count.
         assert len(sink.wait_for(17, timeout=60)) == 17, d.log()
         lanes = [_lane(m.data) for m in sink.messages]
@@ -63,10 +63,10 @@ def test_urgent_overtakes_the_batch_and_uses_the_reserve(
         assert st["resumes_at"] == st["window_resets_at"]  # bulk goes again tomorrow
 
         for n in range(3):
-            spool.submit(message(200 + n, Priority="urgent", Subject=f"Cancelled {n}"))
+            spool.submit(message(200 + n, Priority="urgent"))
         assert len(sink.wait_for(20, timeout=30)) == 20, d.log()
         assert [_lane(m.data) for m in sink.messages[17:]] == ["urgent"] * 3
-        spool.submit(message(300, Priority="urgent", Subject="One too many"))
+        spool.submit(message(300, Priority="urgent"))
         time.sleep(2.5)  # the cap: nothing more, urgent or not, until the window resets
         assert len(sink.messages) == 20, d.log()
         st = json.loads(exactmaild("status", "--json", "-c", str(cfg_path)).stdout)
