@@ -258,3 +258,12 @@ def test_urgent_any_time_through_the_sender(tmp_path: Path, smtp_server: SmtpSer
 def _subject(data: bytes) -> int:
     """The number `message()` wrote into the subject."""
     return int(re.search(rb"Subject: Appointment reminder (\d+)", data)[1])  # type: ignore[index]
+
+
+def test_status_names_the_lanes_only_when_it_matters() -> None:
+    from exactmaild.cli.lanes import lanes_text
+
+    now = at(LON, "2026-12-01 09:00")
+    assert lanes_text((("normal", 5, now + 600),), LON, now) == ""
+    text = lanes_text((("urgent", 2, now), ("bulk", 300, now + 86400)), LON, now)
+    assert text == "2 urgent now, 300 bulk by tomorrow 09:00"

@@ -2,7 +2,8 @@
 
 The forecast (`core.forecast`) gives, per lane with mail waiting, how many
 messages and when the last of them goes; `status` shows it on one line under
-the queue ("2 urgent by today 10:05, 300 bulk by tomorrow 10:35"), so the
+the queue while urgent or bulk mail waits ("2 urgent by today 10:05, 300
+bulk by tomorrow 10:35"), so the
 practice sees that the appointment changes go before the recall batch.
 """
 
@@ -27,7 +28,10 @@ def lanes_json(f: Forecast, tz: ZoneInfo) -> dict[str, dict[str, Any]]:
 
 
 def lanes_text(lanes: tuple[tuple[Lane, int, float | None], ...], tz: ZoneInfo, now: float) -> str:
-    """The lanes line of `status`."""
+    """The lanes line of `status`; "" while all that waits is normal mail
+    (the queue line says it all then)."""
+    if all(lane == "normal" for lane, _, _ in lanes):
+        return ""
     parts = []
     for lane, n, done in lanes:
         by = "never" if done is None else describe_next(done, tz, now=now)

@@ -378,8 +378,8 @@ def render(s: dict[str, Any], *, color: bool = False) -> str:
         lines.append(
             f"          all {n} sent by {_when(s['queue_done_at'], tz, now)}, at {rate(s)}"
         )
-    if s["_lanes"]:
-        lines.append("          " + lanes_text(s["_lanes"], tz, now))
+    if lanes := lanes_text(s["_lanes"], tz, now):
+        lines.append("          " + lanes)
     if s["oldest_queued_at"]:
         age = max(1, round(now - s["oldest_queued_at"]))
         lines.append(f"          oldest waiting {format_seconds(age)}")
