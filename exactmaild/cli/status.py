@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 
 from exactmaild.cli.lanes import lanes_json, lanes_text
 from exactmaild.config.model import Config
-from exactmaild.core.forecast import Forecast, Pacing, Waiting, forecast
+from exactmaild.core.forecast import Forecast, Waiting, forecast
 from exactmaild.core.hours import ALL_DAYS
 from exactmaild.core.limits import Ledger
 from exactmaild.core.pacing import format_seconds
@@ -63,8 +63,8 @@ def forecast_from_disk(
     flush: bool = False,
 ) -> Forecast:
     """The forecast of the spool's queue as it stands: new/ oldest first,
-    deferred/ by next try, each message weighed and put in its lane as the
-    sender does."""
+    deferred/ by next try, each weighed and in its lane as the sender has it."""
+    from exactmaild.send.blocking import pacing_of
     from exactmaild.send.weights import units_of
 
     queue: list[Waiting] = []
@@ -87,10 +87,9 @@ def forecast_from_disk(
             for n in spool.names("deferred"):
                 info = infos.get(n)
                 retry = info.next_try if info and info.next_try else now
-                queue.append(Waiting(n, units("deferred", n), retry, spool.lane(n, "deferred")))
-    send, sched = cfg.send, cfg.schedule
-    pacing = Pacing(send.delay, send.immediately, ledger.tz, sched.days, sched.window,
-                    send.urgent_reserve, send.urgent_any_time)  # fmt: skip
+                lane = spool.lane(n, "deferred")
+                queue.append(Waiting(n, units("deferred", n), retry_at=retry, lane=lane))
+    pacing = pacing_of(cfg, ledger)  # the sender's own settings, lanes included
     return forecast(
         now,
         ledger,

@@ -40,8 +40,8 @@ def pacing_of(cfg: Config, ledger: Ledger) -> Pacing:
         ledger.tz,
         sched.days,
         sched.window,
-        send.urgent_reserve,
-        send.urgent_any_time,
+        urgent_reserve=send.urgent_reserve,
+        urgent_any_time=send.urgent_any_time,
     )
 
 
