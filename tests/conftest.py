@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.dovecot",
     "tests.fixtures.tokens",
     "tests.fixtures.deb",
+    "tests.fixtures.postfix",
 ]

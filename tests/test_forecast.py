@@ -1,14 +1,16 @@
 """forecast: when each waiting message goes, and what blocks sending now.
 
 The simulation runs the sending thread's step loop (pick lane by lane, ask
-`next_send_time`, wait for the due time or the next retry, send, read the
-next one ahead) on an injected clock over weeks that cross a DST change and
-several cap resets, and compares it send by send, to the second, with the
-forecast made at the start and again after every send. It also checks the
-lanes' promises on every run: the cap holds in every window, urgent mail is
-never behind normal or bulk mail (nor normal behind bulk), and with an
-urgent reserve of N, N urgent sends stay possible until the cap. Tables pin
-the blocked reasons and the flush.
+`next_send_time`, wait for the due time, a higher lane's retry or the next
+message for later, send, read the next one ahead; mail for later joins the
+back of its own lane when the sender looks for its next message) on an
+injected clock over weeks that cross a DST change and several cap resets,
+under a rate ceiling or none, and compares it send by send, to the second,
+with the forecast made at the start and again after every send. It also
+checks the lanes' promises on every run: the cap holds in every window,
+urgent mail is never behind normal or bulk mail (nor normal behind bulk),
+and with an urgent reserve of N, N urgent sends stay possible until the
+cap. Tables pin the blocked reasons and the flush.
 """
 
 from __future__ import annotations
@@ -71,17 +73,21 @@ def cases(draw: st.DrawFn) -> Case:
         window=window,
         urgent_reserve=draw(st.integers(0, allowance - 1)),
         urgent_any_time=draw(st.booleans()),
+        min_gap=draw(st.sampled_from([0.0, 0.0, 6.0, 60.0])),  # send.max_per_minute
     )
     earlier = tuple(start - s for s in draw(st.lists(st.integers(1, 86400), max_size=allowance)))
     # Enough messages for several limit windows: the run crosses the DST change.
     queue: list[Waiting] = []
     for i in range(draw(st.integers(4 * allowance, 6 * allowance + 10))):
         units = draw(st.sampled_from([1, 1, 1, 2, allowance + 1]))
-        retry = None
-        if draw(st.integers(0, 4)) == 0:
+        retry = scheduled = None
+        kind = draw(st.integers(0, 5))
+        if kind == 0:
             retry = start + draw(st.integers(-3600, 3 * 86400))
+        elif kind == 1:  # mail for later (a time in the past means now)
+            scheduled = start + draw(st.integers(-3600, 3 * 86400))
         lane: Lane = draw(st.sampled_from(LANES))
-        queue.append(Waiting(f"m{i:03d}", units, retry, lane))
+        queue.append(Waiting(f"m{i:03d}", units, retry, lane, scheduled_at=scheduled))
     paused = start + draw(st.integers(1, 7200)) if draw(st.integers(0, 3)) == 0 else None
     dst = local_instant(change_day, dt.time(12), tz)
     kind = draw(st.sampled_from(LIMIT_WINDOWS))
@@ -103,8 +109,14 @@ def run_sender(c: Case) -> list[tuple[str, float]]:
     units = {w.name: w.units for w in c.queue}
     lane = {w.name: w.lane for w in c.queue}
     new = {
-        ln: deque(w.name for w in c.queue if w.retry_at is None and w.lane == ln) for ln in LANES
+        ln: deque(
+            w.name
+            for w in c.queue
+            if w.retry_at is None and w.scheduled_at is None and w.lane == ln
+        )
+        for ln in LANES
     }
+    later = sorted((w.scheduled_at, w.name) for w in c.queue if w.scheduled_at is not None)
     retry = {w.name: w.retry_at for w in c.queue if w.retry_at is not None}
     last_send = max(c.earlier, default=None)
     clock = c.start
@@ -120,23 +132,37 @@ def run_sender(c: Case) -> list[tuple[str, float]]:
                 return new[ln][0]
         return None
 
+    def let_in(now: float) -> None:  # Later.release_due(): to the back of its lane
+        while later and later[0][0] <= now:
+            name = later.pop(0)[1]
+            new[lane[name]].append(name)
+
     def still_next(name: str, now: float) -> bool:
         # Mail of a higher lane that arrived or came due meanwhile goes first.
+        let_in(now)
         if first(now, LANES[: RANK[lane[name]]]) is not None:
             return False
         q = new[lane[name]]
         return (q[0] == name) if name in q else retry.get(name, math.inf) <= now
 
+    def look(now: float) -> str | None:
+        """Outbox.next_due(): what came due in later/ joins new/, then the pick."""
+        let_in(now)
+        return first(now)
+
+    def wake() -> float:  # Outbox.next_retry_time(): a retry or mail for later
+        return min([*retry.values(), *(t for t, _ in later)], default=math.inf)
+
     for _ in range(100_000):
-        if not (any(new.values()) or retry):
+        if not (any(new.values()) or retry or later):
             return sends
         if c.paused_until is not None and clock < c.paused_until:
             clock = c.paused_until
             continue
-        job = ready if ready is not None and still_next(ready, clock) else first(clock)
+        job = ready if ready is not None and still_next(ready, clock) else look(clock)
         ready = None
         if job is None:
-            clock = min(retry.values())
+            clock = wake()
             continue
         due = next_send_time(
             clock,
@@ -151,15 +177,18 @@ def run_sender(c: Case) -> list[tuple[str, float]]:
             window=p.window,
             keep=p.keep(lane[job]),
             any_time=p.any_time(lane[job]),
+            min_gap=p.min_gap,
         )
         if math.isinf(due):
             sends.append((job, due))  # failed as too large: never sent
         elif due > clock:
             ready = job
-            # It wakes for a retry of a higher lane only: that one goes first.
+            # It wakes for a retry of a higher lane or for mail for later
+            # (which may be of a higher lane): either may go first.
             higher = LANES[: RANK[lane[job]]]
             nxt = min((t for n, t in retry.items() if lane[n] in higher), default=math.inf)
-            clock = min(due, nxt)
+            nxt = min([nxt, *(t for t, _ in later)])
+            clock = due if nxt <= clock else min(due, nxt)
             continue
         else:
             assert ledger.can_send(clock, units[job], p.keep(lane[job]))
@@ -169,7 +198,7 @@ def run_sender(c: Case) -> list[tuple[str, float]]:
         if job in new[lane[job]]:
             new[lane[job]].remove(job)
         retry.pop(job, None)
-        ready = first(clock)  # read ahead while the server reads this one
+        ready = look(clock)  # read ahead while the server reads this one
     raise AssertionError("the simulated sender did not finish")
 
 
@@ -232,7 +261,10 @@ def test_lanes_keep_their_promises(c: Case) -> None:
         # Nothing of a higher lane that could go was behind this one.
         later = {m for m, _ in sends[k + 1 :]}
         for v in c.queue:
-            ready = v.retry_at is None or v.retry_at <= t
+            # A retry once its time came; mail for later once it was let in.
+            ready = (v.retry_at is None or v.retry_at <= t) and (
+                v.scheduled_at is None or v.scheduled_at <= t
+            )
             if v.name in later and ready and RANK[v.lane] < RANK[w.lane]:
                 raise AssertionError(f"{v.lane} {v.name} went after {w.lane} {name}")
         # N urgent sends stay possible until the cap: what normal and bulk

@@ -40,6 +40,9 @@ def test_wrong_password_test_connection(fresh_dovecot: Dovecot, tmp_path: Path) 
     assert names(steps) == [("DNS", True), ("connect", True), ("TLS", True), ("login", False)]
     assert "refused the login for reception" in steps[-1].detail
     assert "password file" in steps[-1].detail
+    # the server's own words, not a Python bytes repr
+    assert "[AUTHENTICATIONFAILED] Authentication failed." in steps[-1].detail
+    assert "b'" not in steps[-1].detail
     assert creds.invalidated == 1  # an OAuth2 token would be refreshed next time
 
 

@@ -1,4 +1,8 @@
-"""`exactmaild authorize`: obtain the first OAuth2 refresh token with the device-code flow.
+"""`exactmaild authorize`: obtain the first OAuth2 refresh token (device flow, or loopback).
+
+With an authorization endpoint (`account.auth.authorization_url`, filled by
+the google preset) the authorization-code flow with PKCE and a loopback
+redirect runs (exactmaild.auth.loopback); otherwise the device flow here.
 
 The server has no browser, so the sysadmin authorises on any other device
 (RFC 8628): exactmaild asks the provider's device endpoint for a code, prints
@@ -23,13 +27,20 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO
 
+from exactmaild.auth.loopback import WAIT_SECONDS, run_loopback
 from exactmaild.auth.secrets import CLIENT_SECRET, read_secret, write_secret
-from exactmaild.auth.tokens import TOKEN_TIMEOUT, TokenReply, endpoint_host, post_form
+from exactmaild.auth.tokens import (
+    TOKEN_TIMEOUT,
+    AuthorizationFailed,
+    TokenReply,
+    endpoint_host,
+    post_form,
+)
 from exactmaild.config.model import Account
 from exactmaild.core.errors import (
-    EX_UNAVAILABLE,
     AccountFailure,
     ConfigError,
     ExactmailError,
@@ -43,10 +54,12 @@ SLOW_DOWN_STEP = 5.0  # RFC 8628 section 3.5
 DEFAULT_CODE_LIFETIME = 900.0
 
 
-class AuthorizationFailed(ExactmailError):
-    """The user refused, or the code expired: run the command again."""
-
-    exit_code = EX_UNAVAILABLE
+__all__ = ["AuthorizationFailed", "authorize", "poll_for_token", "request_device_code"]
+# What the token endpoint answers when the user said no: RFC 8628's access_denied,
+# and Microsoft's own names for it (its device flow documentation).
+DECLINED = ("access_denied", "authorization_declined")
+# Microsoft: the device code is not known (it expired, or was already used).
+EXPIRED = ("expired_token", "code_expired", "bad_verification_code")
 
 
 @dataclass(frozen=True)
@@ -151,26 +164,32 @@ def poll_for_token(
         if error == "slow_down":
             interval += slow_down_step
             continue
-        if error == "access_denied":
+        if error in DECLINED:
             raise AuthorizationFailed(
-                "the sign-in was declined (access_denied): nothing was stored; run "
+                f"the sign-in was declined ({error}): nothing was stored; run "
                 "`exactmaild authorize` again and accept the requested permissions"
             )
-        if error in ("expired_token", "code_expired"):
+        if error in EXPIRED:
             raise AuthorizationFailed(
-                "the code expired before the sign-in was completed: run `exactmaild "
-                "authorize` again"
+                f"the code expired or was already used ({error}) before the sign-in was "
+                "completed: nothing was stored; run `exactmaild authorize` again"
             )
-        refresh = reply.body.get("refresh_token")
-        if reply.status == 200 and not error and isinstance(refresh, str) and refresh:
-            return refresh
-        if reply.status == 200 and not error:
-            raise AuthorizationFailed(
-                f"{endpoint_host(auth.token_url)} issued no refresh token, so exactmaild could "
-                "not log in again later: the scope must allow offline use (for Microsoft "
-                "365 add offline_access to account.auth.scope)"
-            )
-        raise _refusal(reply, auth.token_url, secret, step="the token endpoint")
+        return _refresh_token(reply, auth.token_url, secret)
+
+
+def _refresh_token(reply: TokenReply, token_url: str, secret: str) -> str:
+    """The refresh token of a successful token reply, or what the refusal means."""
+    error = reply.error
+    refresh = reply.body.get("refresh_token")
+    if reply.status == 200 and not error and isinstance(refresh, str) and refresh:
+        return refresh
+    if reply.status == 200 and not error:
+        raise AuthorizationFailed(
+            f"{endpoint_host(token_url)} issued no refresh token, so exactmaild could "
+            "not log in again later: the scope must allow offline use (for Microsoft "
+            "365 add offline_access to account.auth.scope)"
+        )
+    raise _refusal(reply, token_url, secret, step="the token endpoint")
 
 
 def authorize(
@@ -181,8 +200,14 @@ def authorize(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
     slow_down_step: float = SLOW_DOWN_STEP,
+    inp: TextIO | None = None,
+    port: int = 0,
+    wait: float = WAIT_SECONDS,
 ) -> None:
     """The whole flow: print the instructions, wait, store the refresh token 0600.
+
+    The loopback flow (when `authorization_url` is set) listens on `port`
+    (0: any free one) and reads a pasted redirect address from `inp`.
 
     Nothing to tell a running daemon: its `TokenCache` reads the file again at
     the next refresh and prefers a token that changed there."""
@@ -203,6 +228,15 @@ def authorize(
             "account.auth.refresh_token_file",
             f"{path.parent} does not exist: create it (mode 0700, owned by the daemon's user)",
         )
+    if auth.authorization_url:
+        if not auth.token_url:
+            raise _config_problem("account.auth.token_url", "required")
+        secret = _client_secret(account)
+        reply = run_loopback(
+            account, secret, out=out, inp=inp, port=port, timeout=timeout, wait=wait, clock=clock
+        )
+        _store(path, _refresh_token(reply, auth.token_url, secret), out)
+        return
     code = request_device_code(account, timeout=timeout)
     who = auth.username or account.address
     minutes = max(1, round(code.expires_in / 60))
@@ -221,6 +255,10 @@ def authorize(
         clock=clock,
         slow_down_step=slow_down_step,
     )
+    _store(path, refresh, out)
+
+
+def _store(path: Path, refresh: str, out: TextIO) -> None:
     write_secret(path, refresh)
     print(f"Authorised: the refresh token is stored in {path} (mode 0600).", file=out)
     print(
@@ -258,9 +296,9 @@ def _refusal(reply: TokenReply, url: str, secret: str, *, step: str) -> Exactmai
     if reply.error in ("invalid_client", "unauthorized_client"):
         return AccountFailure(
             f"{host} refused the OAuth2 client ({detail}): check account.auth.client_id and "
-            "client_secret_file, and that the application allows the device code flow "
-            "(Microsoft: 'Allow public client flows'; Google: a 'TVs and Limited Input "
-            "devices' client)"
+            "client_secret_file, and the application's type (Microsoft: 'Allow public "
+            "client flows' for the device code flow; Google: a 'Desktop app' client with "
+            "its secret)"
         )
     if reply.error == "invalid_scope":
         return AccountFailure(f"{host} refused the scope ({detail}): check account.auth.scope")

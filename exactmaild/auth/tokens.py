@@ -40,7 +40,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from exactmaild.core.errors import AccountFailure, TemporaryFailure
+from exactmaild.core.errors import EX_UNAVAILABLE, AccountFailure, ExactmailError, TemporaryFailure
 
 # Seconds for one request to the token endpoint.
 TOKEN_TIMEOUT = 30.0
@@ -56,6 +56,12 @@ REAUTHORIZE = (
 
 _TEMPORARY_ERRORS = ("temporarily_unavailable", "server_error")
 _CLIENT_ERRORS = ("invalid_client", "unauthorized_client")
+
+
+class AuthorizationFailed(ExactmailError):
+    """`exactmaild authorize`: the user refused, or the code expired: run the command again."""
+
+    exit_code = EX_UNAVAILABLE
 
 
 @dataclass(frozen=True)

@@ -143,7 +143,7 @@ def render_record(rec: Finished, tz: ZoneInfo) -> list[str]:
 
 def _still_queued(cfg: Config, st: StateStore | None, to: str) -> list[dict[str, Any]]:
     """Messages to `to` still in the spool (waiting, being sent, or held)."""
-    from exactmaild.core.states import ACTIVE, DEFERRED, HOLD, NEW, PUBLIC_NAME
+    from exactmaild.core.states import ACTIVE, DEFERRED, HOLD, LATER, NEW, PUBLIC_NAME
     from exactmaild.outbox.record import header_section, recipients_of
     from exactmaild.outbox.spool import Spool
 
@@ -152,7 +152,7 @@ def _still_queued(cfg: Config, st: StateStore | None, to: str) -> list[dict[str,
     spool = Spool(cfg.spool.dir, create=False)
     want = to.strip().lower()
     out = []
-    for e in spool.entries((NEW, ACTIVE, DEFERRED, HOLD)):
+    for e in spool.entries((NEW, ACTIVE, DEFERRED, LATER, HOLD)):
         try:
             head = header_section(spool.read(e.state, e.queue_id, 64 * 1024))
         except OSError:

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from exactmaild import __version__
+from exactmaild.cli.authorize import add_arguments as add_authorize_arguments
 from exactmaild.cli.checks import cmd_check_config, cmd_plan, cmd_test_connection
 from exactmaild.cli.control import cmd_flush, cmd_reset_mailbox_counter, cmd_run, cmd_status
 from exactmaild.cli.paths import DEFAULT_CONFIG
@@ -79,14 +80,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--syntax", action="store_true", help="the file alone: no secrets, no directories"
     )
     check.set_defaults(func=cmd_check_config)
-    sub.add_parser("test-connection", help="log in to both servers, send nothing").set_defaults(
-        func=cmd_test_connection
+    test = sub.add_parser("test-connection", help="log in to both servers, send nothing")
+    test.add_argument(
+        "--force",
+        action="store_true",
+        help="test the outgoing server even while the daemon runs (a second SMTP connection)",
     )
-    sub.add_parser(
-        "authorize", help="OAuth2: get and store the refresh token (device code flow)"
-    ).set_defaults(func=cmd_authorize)
+    test.set_defaults(func=cmd_test_connection)
+    auth = sub.add_parser(
+        "authorize",
+        help="OAuth2: get and store the refresh token (device code flow; Google: loopback flow)",
+    )
+    add_authorize_arguments(auth)
+    auth.set_defaults(func=cmd_authorize)
     submit = sub.add_parser("submit", help="queue one RFC 5322 message from FILE or stdin")
     submit.add_argument("file", nargs="?")
+    submit.add_argument(
+        "--at",
+        metavar="TIME",
+        help='send no earlier than TIME: "YYYY-MM-DD HH:MM" in the config\'s timezone, '
+        "or ISO 8601 with an offset (writes a Deferred-Delivery header)",
+    )
     submit.set_defaults(func=cmd_submit)
     # Only for the help text: main() hands `sendmail` to the front before argparse runs.
     sm = sub.add_parser("sendmail", help="sendmail-compatible front", add_help=False)
@@ -114,7 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
         op = qs.add_parser(name, parents=[common], help=what)
         op.add_argument("ids", nargs="*", metavar="ID")
         op.add_argument("--all", action="store_true", help="every message the filters select")
-        op.add_argument("--state", help="with --all: queued, deferred, hold, failed or cancelled")
+        op.add_argument(
+            "--state", help="with --all: queued, deferred, scheduled, hold, failed or cancelled"
+        )
         op.add_argument("--to", metavar="ADDR", help="with --all: messages to this recipient")
         op.add_argument("--subject", metavar="TEXT", help="with --all: subject contains TEXT")
     q.set_defaults(func=cmd_queue)

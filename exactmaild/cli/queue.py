@@ -89,11 +89,13 @@ def queue_message(
     BadMessage (exit 65) for an unusable message, TemporaryFailure (75) when
     the spool is not set up yet.
     """
+    from exactmaild.core.later import deferred_until
     from exactmaild.outbox.spool import Spool
     from exactmaild.send import message
 
     raw = raw.replace(b"\r\n", b"\n")
     message.check_raw(raw, cfg.spool.max_message_size)
+    deferred_until(raw)  # a Deferred-Delivery date the daemon cannot read: exit 65 now
     raw, extra_rcpts = local_recipients(cfg, raw, extra_rcpts)
     msg = message.parse(raw)
     have = set(message.recipients(msg))
@@ -123,7 +125,19 @@ def queue_message(
 
 def cmd_submit(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    qid = queue_message(cfg, _read_input(args.file))
+    if args.at is None:
+        qid = queue_message(cfg, _read_input(args.file))
+    else:
+        # Mail for later: the time travels in the message, as a
+        # Deferred-Delivery header (RFC 4021) the daemon reads and removes.
+        from zoneinfo import ZoneInfo
+
+        from exactmaild.core.later import parse_at, with_time
+
+        tz = ZoneInfo(cfg.timezone)
+        at = parse_at(args.at, tz)  # exit 64 before stdin is read
+        raw = _read_input(args.file).replace(b"\r\n", b"\n")
+        qid = queue_message(cfg, with_time(raw, at, tz))
     print(qid)
     return EX_OK
 
@@ -153,9 +167,10 @@ def _list(cfg: Config, spool: Spool, *, as_json: bool) -> int:
     import time
     from zoneinfo import ZoneInfo
 
-    from exactmaild.cli.status import forecast_from_disk
+    from exactmaild.cli.spoolforecast import forecast_from_disk
     from exactmaild.core.limits import Ledger
-    from exactmaild.core.states import PUBLIC_NAME, REPORTED
+    from exactmaild.core.states import LATER, PUBLIC_NAME, REPORTED
+    from exactmaild.outbox.later import time_of
     from exactmaild.store.state import StateStore
 
     now = time.time()
@@ -202,6 +217,10 @@ def _list(cfg: Config, spool: Spool, *, as_json: bool) -> int:
                 "next_try": iso(info.next_try) if info and info.next_try else None,
                 "last_error": info.last_error if info else "",
                 "sends_at": iso(expected.get(e.queue_id)),
+                # Mail for later: the time in its Deferred-Delivery header.
+                "scheduled_at": iso(time_of(spool, LATER, e.queue_id))
+                if e.state == LATER
+                else None,
             }
         )
     if as_json:
@@ -213,6 +232,8 @@ def _list(cfg: Config, spool: Spool, *, as_json: bool) -> int:
         print("the queue is empty")
     for r in rows:
         extra = f"  tries {r['tries']}: {r['last_error'][:60]}" if r["tries"] else ""
+        if r["scheduled_at"]:
+            extra += f"  (scheduled for {r['scheduled_at']})"
         sends = ""
         if r["id"] in expected:
             t = expected[r["id"]]

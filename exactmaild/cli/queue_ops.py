@@ -36,6 +36,7 @@ from exactmaild.core.states import (
     CANCELLED,
     DEFERRED,
     HOLD,
+    LATER,
     NEW,
     PUBLIC_NAME,
     RETRYABLE,
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
 # Where each operation takes a message from.
 SOURCES: dict[str, tuple[State, ...]] = {
     "cancel": CANCELLABLE,
-    "hold": (NEW, DEFERRED),
+    "hold": (NEW, DEFERRED, LATER),
     "release": (HOLD,),
     "retry": RETRYABLE,
 }
@@ -130,6 +131,11 @@ def show(cfg: Config, spool: Spool, qid: str) -> int:
         print(f"last error: {info.last_error}")
     if entry.state == DEFERRED and info and info.next_try:
         print(f"next retry: {local(info.next_try, tz)}")
+    if entry.state == LATER:
+        from exactmaild.outbox.later import time_of
+
+        at = time_of(spool, LATER, qid)
+        print(f"scheduled for: {'now' if at is None else local(at, tz)}")
     reason = spool.reason(qid)
     if reason:
         print(f"reason: {reason.strip()}")
@@ -160,6 +166,12 @@ def send_now(cfg: Config, spool: Spool, qid: str) -> int:
     if entry.state == ACTIVE:
         print(f"{qid}: being sent right now")
         return EX_OK
+    if entry.state == LATER:
+        raise UsageError(
+            f"{qid} is scheduled (its Deferred-Delivery header) and goes at its time; "
+            "to send it now, `exactmaild queue cancel` it and submit it again without "
+            "the header (or with `submit --at` an earlier time)"
+        )
     from exactmaild.daemon.control import daemon_running
 
     if not daemon_running(cfg.state_dir):

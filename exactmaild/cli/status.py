@@ -5,7 +5,8 @@ from the daemon's memory), so the answer is the same whether the daemon runs,
 has crashed, or was never started. The forecast (`core.forecast`, the same
 arithmetic that paces real sends) says what blocks sending now, when that
 ends, when the next send goes and when the queue will have gone;
-`queue list` takes each message's expected time from `forecast_from_disk()`.
+`queue list` takes each message's expected time from the same forecast
+(`cli.spoolforecast`).
 
 `exit_code()` follows the monitoring-plugins convention, so Nagios or
 Icinga can run `exactmaild status` as a check: 0 OK, 1 WARNING (sending
@@ -17,7 +18,6 @@ carries the same verdict in `state` and exits 0 whenever it could answer.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import math
@@ -25,8 +25,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from exactmaild.cli.lanes import lanes_json, lanes_text
+from exactmaild.cli.spoolforecast import forecast_from_disk
 from exactmaild.config.model import Config
-from exactmaild.core.forecast import Forecast, Waiting, forecast
 from exactmaild.core.hours import ALL_DAYS
 from exactmaild.core.limits import Ledger
 from exactmaild.core.pacing import format_seconds
@@ -49,57 +49,6 @@ TIME_FIELDS = (
     "next_send_at",
     "queue_done_at",
 )
-
-
-def forecast_from_disk(
-    cfg: Config,
-    now: float,
-    ledger: Ledger,
-    infos: dict[str, MessageInfo],
-    *,
-    last_send: float | None,
-    paused_until: float | None = None,
-    storage_ok: bool = True,
-    flush: bool = False,
-) -> Forecast:
-    """The forecast of the spool's queue as it stands: new/ oldest first,
-    deferred/ by next try, each weighed and in its lane as the sender has it."""
-    from exactmaild.send.blocking import pacing_of
-    from exactmaild.send.weights import units_of
-
-    queue: list[Waiting] = []
-    if cfg.spool.dir.is_dir():
-        spool = Spool(cfg.spool.dir, create=False)
-        counts = cfg.send.limit_counts
-
-        def units(state: str, name: str) -> int:
-            if counts == "messages":
-                return 1
-            info = infos.get(name)
-            with contextlib.suppress(OSError, ValueError):
-                raw = spool.read(state, name, cfg.spool.max_message_size)
-                return units_of(raw, counts, info.done_rcpts if info else ())
-            return 1
-
-        new = spool.queued_oldest_first()
-        queue = [Waiting(n, units("new", n), lane=spool.lane(n, "new")) for n in new]
-        with contextlib.suppress(FileNotFoundError):
-            for n in spool.names("deferred"):
-                info = infos.get(n)
-                retry = info.next_try if info and info.next_try else now
-                lane = spool.lane(n, "deferred")
-                queue.append(Waiting(n, units("deferred", n), retry_at=retry, lane=lane))
-    pacing = pacing_of(cfg, ledger)  # the sender's own settings, lanes included
-    return forecast(
-        now,
-        ledger,
-        queue,
-        pacing,
-        last_send=last_send,
-        paused_until=paused_until,
-        storage_ok=storage_ok,
-        flush=flush,
-    )
 
 
 def collect(cfg: Config, now: float | None = None, *, flush: bool = False) -> dict[str, Any]:
@@ -138,6 +87,7 @@ def collect(cfg: Config, now: float | None = None, *, flush: bool = False) -> di
             ("new", "queued"),
             ("active", "active"),
             ("deferred", "deferred"),
+            ("later", "scheduled"),
             ("hold", "hold"),
             ("failed", "failed"),
         ):
@@ -182,13 +132,16 @@ def collect(cfg: Config, now: float | None = None, *, flush: bool = False) -> di
         "limit_window": cfg.send.limit_window,
         "window_resets_at": reset if math.isfinite(reset) else None,
         "immediately": cfg.send.immediately,
-        "delay_seconds": cfg.send.delay,
+        "delay_seconds": max(cfg.send.delay, cfg.send.min_gap),  # the ceiling may slow it
+        "max_per_minute": cfg.send.max_per_minute,
         "queue": queue,
         "oldest_queued_at": oldest,
         "last_check": ts("last_check"),
         "next_check": ts("next_check") if running else None,
         "receive_error": meta.get("receive_error"),
         "last_check_failed_at": ts("receive_error_at") if meta.get("receive_error") else None,
+        # incoming.idle: "connected", "reconnecting", or null (off, outside the window).
+        "idle": meta.get("idle") if running else None,
         "paused": paused,
         "pause_reason": meta.get("pause_reason") if paused else None,
         "pause_until": pause_until if paused else None,
@@ -200,8 +153,8 @@ def collect(cfg: Config, now: float | None = None, *, flush: bool = False) -> di
         "lanes": lanes_json(f, tz),
         "_lanes": f.lanes,
         "forecast_messages": sum(1 for _, t in f.sends if math.isfinite(t)),
-        "sendable_now": sum(1 for _, t in f.sends if t <= now),
-        "_later": [t for _, t in f.sends if math.isfinite(t) and t > now],
+        "sendable_now": (k := f.going_now(now, cfg.send.min_gap)),
+        "_later": [t for _, t in f.sends[k:] if math.isfinite(t)],
         "schedule": {
             "window": None if cfg.schedule.window is None else str(cfg.schedule.window),
             "days": list(cfg.schedule.days),
@@ -280,6 +233,8 @@ def iso(ts: float, tz: ZoneInfo) -> str:
 def rate(s: dict[str, Any]) -> str:
     """How fast the queue drains: "2 a minute within 08:00-17:00 on mon-fri"."""
     if s["immediately"] or not s["delay_seconds"]:
+        if s.get("max_per_minute"):
+            return f"up to {s['max_per_minute']} a minute, within the limit"
         return "as fast as the server takes them, within the limit"
     per_minute = 60 / s["delay_seconds"]
     if per_minute >= 1:
@@ -360,6 +315,8 @@ def render(s: dict[str, Any], *, color: bool = False) -> str:
         f"{_when(s['window_resets_at'], tz, now)}"
     )
     pace = "immediately" if s["immediately"] else f"one every {s['delay_seconds']:g}s"
+    if s["immediately"] and s.get("max_per_minute"):
+        pace += f", at most {s['max_per_minute']} a minute"
     lines.append(f"pacing    {pace}")
     blocked = blocked_text(s, tz, now)
     if blocked:
@@ -369,7 +326,8 @@ def render(s: dict[str, Any], *, color: bool = False) -> str:
     q = s["queue"]
     lines.append(
         f"queue     {q.get('queued', 0)} queued, {q.get('deferred', 0)} deferred, "
-        f"{q.get('hold', 0)} held, {q.get('failed', 0)} failed"
+        + (f"{q['scheduled']} scheduled, " if q.get("scheduled") else "")
+        + f"{q.get('hold', 0)} held, {q.get('failed', 0)} failed"
         + (f", {q['active']} sending" if q.get("active") else "")
     )
     if s["queue_done_at"] is not None:
@@ -387,9 +345,9 @@ def render(s: dict[str, Any], *, color: bool = False) -> str:
     if failed and (s["last_check"] is None or failed > s["last_check"]):
         # "never" alone read as "never tried" after a day of refused logins.
         check += ", " + _paint(f"last attempt failed {_when(failed, tz, now)}", _RED, color)
-    lines.append(
-        f"mailbox   {check}, next {_when(s['next_check'], tz, now) if s['next_check'] else '-'}"
-    )
+    nxt = _when(s["next_check"], tz, now) if s["next_check"] else "-"
+    idle = f", IDLE {s['idle']}" if s.get("idle") else ""
+    lines.append(f"mailbox   {check}, next {nxt}{idle}")
     if s["paused"]:
         lines.append(_paint(f"PAUSED    {s['pause_reason']}", _YELLOW, color))
     if s["storage_error"]:

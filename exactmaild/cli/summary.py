@@ -58,6 +58,8 @@ def summary(cfg: Config) -> str:
         text = f"{i.protocol} {i.host}:{i.port}, {i.security}"
         if i.protocol == "imap":
             text += f", folder {i.folder}"
+        if i.idle:
+            text += ", IDLE inside the window"
         text += (
             ", mail left on the server" if i.leave_on_server else ", mail deleted after delivery"
         )
@@ -92,6 +94,11 @@ def summary(cfg: Config) -> str:
             f"{format_seconds(s.delay)} between sends = {describe_rate(s.delay)} "
             f"(from {how[s.delay_source]})",
         )
+    if s.max_per_minute:
+        ceiling = f"at most {s.max_per_minute} a minute, whatever the pacing (flush included)"
+        if s.immediately or s.delay < s.min_gap:
+            ceiling += f": one every {format_seconds(s.min_gap)} at most"
+        row("rate ceiling", ceiling)
     row("daily limit", f"{s.daily_limit} {s.limit_counts} per {per}")
     row("reserve", f"{s.reserve} (kept back for mail sent elsewhere)")
     if s.urgent_reserve or s.urgent_any_time:
@@ -110,6 +117,7 @@ def summary(cfg: Config) -> str:
         ", ".join(span(r) for r in s.account_pause)
         + " (login refused or quota reached: the whole queue waits; the last repeats)",
     )
+    lines += _limits(cfg)
     if s.count_sent_folder:
         row("sent folder", f"{s.count_sent_folder!r} counted against the limit")
     row("signature", str(s.signature) if s.signature else "none")
@@ -139,3 +147,20 @@ def summary(cfg: Config) -> str:
         lines += ["", "warnings:"]
         lines += [f"  - {w}" for w in cfg.warnings]
     return "\n".join(lines)
+
+
+def _limits(cfg: Config) -> list[str]:
+    """The limit keys, each with its value and where that came from (the
+    file and line, the provider preset, or the built-in default)."""
+    values: dict[str, object] = {
+        "send.daily_limit": cfg.send.daily_limit,
+        "send.limit_window": cfg.send.limit_window,
+        "send.limit_counts": cfg.send.limit_counts,
+        "send.reserve": cfg.send.reserve,
+        "send.max_per_minute": cfg.send.max_per_minute or "none",
+        "outgoing.max_recipients": cfg.outgoing.max_recipients or "none",
+    }
+    out = [f"  {'limits:':<15} (value, and where it comes from)"]
+    for key, origin in cfg.origins:
+        out.append(f"    {key:<24} {values[key]!s:<13} {origin}")
+    return out

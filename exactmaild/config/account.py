@@ -15,14 +15,15 @@ from urllib.parse import urlsplit
 from yaml.nodes import MappingNode, ScalarNode
 
 from exactmaild.config import convert as conv
-from exactmaild.config.model import Account, Auth, Incoming, Security, Server
+from exactmaild.config.model import Account, Auth, Incoming, Outgoing, Security
+from exactmaild.config.origins import Origins
 from exactmaild.config.providers import PRESETS
 from exactmaild.config.schema import (
     ACCOUNT_KEYS,
     AUTH_KEYS,
     INCOMING_KEYS,
     OAUTH2_KEYS,
-    SERVER_KEYS,
+    OUTGOING_KEYS,
 )
 from exactmaild.config.values import default_port, is_loopback
 from exactmaild.config.yamlnodes import Checker, Map, as_str, is_null
@@ -95,6 +96,9 @@ def _auth(c: Checker, m: Map, address: str) -> Auth:
     device_url = c.get(m, "device_authorization_url", conv.url, None)
     if device_url is None and not m.given("device_authorization_url") and preset is not None:
         device_url = preset.device_authorization_url
+    authorization_url = c.get(m, "authorization_url", conv.url, None)
+    if authorization_url is None and not m.given("authorization_url") and preset is not None:
+        authorization_url = preset.authorization_url
     for key, url in (("token_url", token_url), ("device_authorization_url", device_url)):
         if url is not None and urlsplit(url).scheme == "http":
             host = urlsplit(url).hostname or ""
@@ -124,6 +128,7 @@ def _auth(c: Checker, m: Map, address: str) -> Auth:
         refresh_token_file=refresh_token_file,
         scope=scope,
         device_authorization_url=device_url,
+        authorization_url=authorization_url,
     )
 
 
@@ -132,7 +137,8 @@ def server_section(
     top: Map,
     name: Literal["incoming", "outgoing"],
     auth: Auth,
-) -> Server | Incoming | None:
+    origins: Origins | None = None,
+) -> Outgoing | Incoming | None:
     node = top.get(name)
     preset = PRESETS.get(auth.provider or "") if auth.method == "oauth2" else None
     if (
@@ -151,7 +157,7 @@ def server_section(
         )
         c.problem(top.key_line(name), name, f"required: {what}")
         return None
-    keys = INCOMING_KEYS if name == "incoming" else SERVER_KEYS
+    keys = INCOMING_KEYS if name == "incoming" else OUTGOING_KEYS
     m = c.mapping(node, name, keys, line=top.line)
     if node is not None and not is_null(node) and not isinstance(node, MappingNode):
         return None  # already reported by mapping()
@@ -194,9 +200,28 @@ def server_section(
         c.warn(f"{name}.tls_ca_file {tls_ca_file} does not exist (yet)")
 
     if name == "outgoing":
-        return Server(host=host, port=port, security=security, tls_ca_file=tls_ca_file)
+        origins = origins or Origins(c.file, None)
+        origins.note(m, "max_recipients", "outgoing.max_recipients")
+        given = origins.default("outgoing.max_recipients", None)
+        default = given if isinstance(given, int) else None
+        return Outgoing(
+            host=host,
+            port=port,
+            security=security,
+            tls_ca_file=tls_ca_file,
+            max_recipients=c.get(m, "max_recipients", conv.positive_int, default),
+        )
     if protocol == "pop3" and m.given("folder"):
         c.warn("incoming.folder is ignored with protocol: pop3 (POP3 has only the inbox)")
+    idle = c.get(m, "idle", conv.as_bool, False)
+    if idle and protocol == "pop3":
+        c.problem(
+            m.key_line("idle"),
+            m.sub("idle"),
+            "IMAP IDLE needs protocol: imap (POP3 cannot tell a client about new mail): "
+            "use protocol: imap, or remove idle and let schedule.every check the mailbox",
+        )
+        idle = False
     return Incoming(
         host=host,
         port=port,
@@ -205,4 +230,5 @@ def server_section(
         protocol=cast(Literal["imap", "pop3"], protocol),
         folder=c.get(m, "folder", as_str, "INBOX"),
         leave_on_server=c.get(m, "leave_on_server", conv.as_bool, True),
+        idle=idle,
     )

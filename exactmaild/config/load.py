@@ -18,7 +18,8 @@ The work is shared with:
   sections;
 - `exactmaild.config.receiving`: the schedule and receive sections;
 - `exactmaild.config.sending`: the send section;
-- `exactmaild.config.providers`: the provider presets (microsoft365, google).
+- `exactmaild.config.providers`: the provider presets (microsoft365, google);
+- `exactmaild.config.origins`: where each limit value came from.
 
 The text `exactmaild check-config` prints for a valid file is
 `exactmaild.cli.summary`'s: it reads where each secret comes from, which is
@@ -43,8 +44,10 @@ from exactmaild.config.model import (
     Incoming,
     LogConfig,
     MetricsConfig,
+    Outgoing,
     SpoolConfig,
 )
+from exactmaild.config.origins import Origins, consumer_gmail
 from exactmaild.config.receiving import receive_section, schedule_section
 from exactmaild.config.schema import (
     AUTH_KEYS,
@@ -125,13 +128,17 @@ def _build(c: Checker, root: Node) -> Config | None:
     timezone = c.get(top, "timezone", conv.timezone, None) or system_timezone()
     state_dir = c.get(top, "state_dir", c.path, DEFAULT_STATE_DIR)
     account = account_section(c, top)
-    incoming = server_section(c, top, "incoming", account.auth)
-    outgoing = server_section(c, top, "outgoing", account.auth)
+    auth = account.auth
+    origins = Origins(c.file, auth.provider if auth.method == "oauth2" else None)
+    incoming = server_section(c, top, "incoming", auth)
+    outgoing = server_section(c, top, "outgoing", auth, origins)
     assert incoming is None or isinstance(incoming, Incoming)
+    assert outgoing is None or isinstance(outgoing, Outgoing)
     receiving = incoming is not None or not top.given("incoming")
     schedule = schedule_section(c, top, receiving)
     receive = receive_section(c, top, incoming, state_dir)
-    send = send_section(c, top, schedule, incoming)
+    send = send_section(c, top, schedule, incoming, origins)
+    consumer_gmail(c, account.address, origins)
 
     spool_m = c.mapping(top.get("spool"), "spool", SPOOL_KEYS, line=top.line)
     spool_dir = c.get(spool_m, "dir", c.path, DEFAULT_SPOOL_DIR)
@@ -182,6 +189,7 @@ def _build(c: Checker, root: Node) -> Config | None:
         log=log,
         warnings=tuple(c.warnings),
         history_days=history_days,
+        origins=origins.items(),
     )
 
 

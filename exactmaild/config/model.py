@@ -22,6 +22,7 @@ __all__ = [
     "Incoming",
     "LogConfig",
     "MetricsConfig",
+    "Outgoing",
     "Receive",
     "Schedule",
     "Security",
@@ -49,6 +50,8 @@ class Auth:
     scope: str | None = None
     # RFC 8628 device endpoint for `exactmaild authorize` (preset for microsoft365/google)
     device_authorization_url: str | None = None
+    # authorization endpoint for the loopback code flow with PKCE (preset for google)
+    authorization_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,15 @@ class Incoming(Server):
     protocol: Literal["imap", "pop3"] = "imap"
     folder: str = "INBOX"
     leave_on_server: bool = True
+    # IMAP IDLE (RFC 2177) inside the schedule's window: new mail in seconds.
+    idle: bool = False
+
+
+@dataclass(frozen=True)
+class Outgoing(Server):
+    # A transaction's recipients at most; larger lists are split (a
+    # provider preset fills it). None: as many as the message has.
+    max_recipients: int | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +108,9 @@ class Send:
     # The last N sends of the allowance are kept for urgent mail (core.lanes).
     urgent_reserve: int = 0
     urgent_any_time: bool = False  # urgent mail may go outside schedule.window
+    # A ceiling on the rate, whatever the pacing (immediately and flush
+    # included): at most this many sends in any minute. None: no ceiling.
+    max_per_minute: int | None = None
     retry_intervals: tuple[float, ...] = (60.0, 300.0, 900.0, 3600.0)
     give_up_after: float = 4 * 86400.0
     on_unknown_outcome: Literal["retry", "hold"] = "retry"
@@ -107,6 +122,11 @@ class Send:
     # Where mail to a bare local name (root, www-data: cron, scripts) goes;
     # None: the account's own address.
     local_recipients_to: str | None = None
+
+    @property
+    def min_gap(self) -> float:
+        """Seconds between sends that the `max_per_minute` ceiling asks for (0: none)."""
+        return 0.0 if not self.max_per_minute else 60.0 / self.max_per_minute
 
     @property
     def allowance(self) -> int:
@@ -143,7 +163,7 @@ class Config:
     timezone: str
     account: Account
     incoming: Incoming | None
-    outgoing: Server
+    outgoing: Outgoing
     schedule: Schedule
     receive: Receive | None
     send: Send
@@ -153,3 +173,6 @@ class Config:
     log: LogConfig
     warnings: tuple[str, ...] = ()
     history_days: int = 30  # how long finished messages stay in `history`
+    # Where each limit value came from (key path -> "FILE:LINE", "preset
+    # NAME" or "built-in default"), for check-config.
+    origins: tuple[tuple[str, str], ...] = ()

@@ -43,10 +43,12 @@ OAUTH2_KEYS = (
     "refresh_token_file",
     "scope",
     "device_authorization_url",
+    "authorization_url",
 )
 AUTH_KEYS = ("method", "username", "password_file", *OAUTH2_KEYS)
 SERVER_KEYS = ("host", "port", "security", "tls_ca_file")
-INCOMING_KEYS = ("protocol", *SERVER_KEYS, "folder", "leave_on_server")
+OUTGOING_KEYS = (*SERVER_KEYS, "max_recipients")
+INCOMING_KEYS = ("protocol", *SERVER_KEYS, "folder", "leave_on_server", "idle")
 SCHEDULE_KEYS = ("days", "window", "every", "at")
 RECEIVE_KEYS = ("maildir", "group", "attachments", "attachments_dir", "max_attachment_size")
 SEND_KEYS = (
@@ -59,6 +61,7 @@ SEND_KEYS = (
     "reserve",
     "urgent_reserve",
     "urgent_any_time",
+    "max_per_minute",
     "retry_intervals",
     "give_up_after",
     "on_unknown_outcome",
@@ -77,7 +80,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "account": ACCOUNT_KEYS,
     "account.auth": AUTH_KEYS,
     "incoming": INCOMING_KEYS,
-    "outgoing": SERVER_KEYS,
+    "outgoing": OUTGOING_KEYS,
     "schedule": SCHEDULE_KEYS,
     "receive": RECEIVE_KEYS,
     "send": SEND_KEYS,

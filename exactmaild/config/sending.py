@@ -3,7 +3,9 @@
 `send` applies the cross-key rules (one of delay or per_minute, `delay: auto`
 from the limit over the schedule's window, a reserve below the limit) and
 warns when an explicit pacing would spend the day's allowance before the
-sending window ends. Called by the top-level walk in `exactmaild.config.load`.
+sending window ends. A provider preset's limits are the defaults of the
+limit keys (`Origins` notes where each value came from). Called by the
+top-level walk in `exactmaild.config.load`.
 """
 
 from __future__ import annotations
@@ -15,19 +17,30 @@ from yaml.nodes import ScalarNode
 
 from exactmaild.config import convert as conv
 from exactmaild.config.model import Incoming, Schedule, Send
+from exactmaild.config.origins import Origins
 from exactmaild.config.schema import DEFAULT_DAILY_LIMIT, DEFAULT_DELAY, SEND_KEYS
 from exactmaild.config.values import span
-from exactmaild.config.yamlnodes import Checker, Map, as_str
+from exactmaild.config.yamlnodes import Checker, Map, as_str, is_null
 from exactmaild.core.pacing import format_seconds, plan
 
 
-def send_section(c: Checker, top: Map, schedule: Schedule, incoming: Incoming | None) -> Send:
+def send_section(
+    c: Checker,
+    top: Map,
+    schedule: Schedule,
+    incoming: Incoming | None,
+    origins: Origins | None = None,
+) -> Send:
     m = c.mapping(top.get("send"), "send", SEND_KEYS, line=top.line)
+    origins = origins or Origins(c.file, None)
+    for key in ("daily_limit", "limit_window", "limit_counts", "reserve", "max_per_minute"):
+        origins.note(m, key, f"send.{key}")
     immediately = c.get(m, "immediately", conv.as_bool, False)
     daily_limit = c.get(m, "daily_limit", conv.positive_int, None)
     reserve = c.get(m, "reserve", conv.as_int, 0)
     limit_ok = daily_limit is not None or not m.given("daily_limit")
-    limit = daily_limit or DEFAULT_DAILY_LIMIT
+    limit = daily_limit or int(str(origins.default("send.daily_limit", DEFAULT_DAILY_LIMIT)))
+    max_per_minute = _max_per_minute(c, m, origins)
     reserve_ok = True
     if reserve < 0 or (limit_ok and reserve >= limit):
         c.problem(
@@ -98,7 +111,8 @@ def send_section(c: Checker, top: Map, schedule: Schedule, incoming: Incoming | 
     # 500 a day over 8 h, and warning about a value nobody wrote is noise.
     explicit = m.given("delay") or m.given("per_minute")
     if not immediately and explicit and limit_ok and reserve_ok:
-        _warn_fast(c, delay, limit, reserve, hours, schedule)
+        gap = 60.0 / max_per_minute if max_per_minute else 0.0
+        _warn_fast(c, max(delay, gap), limit, reserve, hours, schedule)
 
     return Send(
         immediately=immediately,
@@ -107,15 +121,26 @@ def send_section(c: Checker, top: Map, schedule: Schedule, incoming: Incoming | 
         daily_limit=limit,
         limit_window=cast(
             Literal["calendar_day", "rolling_24h"],
-            c.get(m, "limit_window", conv.choice("calendar_day", "rolling_24h"), "calendar_day"),
+            c.get(
+                m,
+                "limit_window",
+                conv.choice("calendar_day", "rolling_24h"),
+                str(origins.default("send.limit_window", "calendar_day")),
+            ),
         ),
         limit_counts=cast(
             Literal["messages", "recipients"],
-            c.get(m, "limit_counts", conv.choice("messages", "recipients"), "messages"),
+            c.get(
+                m,
+                "limit_counts",
+                conv.choice("messages", "recipients"),
+                str(origins.default("send.limit_counts", "messages")),
+            ),
         ),
         reserve=reserve,
         urgent_reserve=max(0, urgent_reserve),
         urgent_any_time=c.get(m, "urgent_any_time", conv.as_bool, False),
+        max_per_minute=max_per_minute,
         retry_intervals=retry_intervals or Send.retry_intervals,
         give_up_after=c.get(m, "give_up_after", conv.positive_duration, Send.give_up_after),
         on_unknown_outcome=cast(
@@ -127,6 +152,20 @@ def send_section(c: Checker, top: Map, schedule: Schedule, incoming: Incoming | 
         signature=signature,
         local_recipients_to=c.get(m, "local_recipients_to", conv.address, None),
     )
+
+
+def _max_per_minute(c: Checker, m: Map, origins: Origins) -> int | None:
+    """The rate ceiling: the file's (a number, or `none` to lift a preset's),
+    else the preset's, else none."""
+    node = m.get("max_per_minute")
+    if node is None:
+        preset = origins.default("send.max_per_minute", None)
+        return preset if isinstance(preset, int) else None
+    if is_null(node) or (
+        isinstance(node, ScalarNode) and str(node.value).strip().lower() in ("none", "off")
+    ):
+        return None
+    return c.get(m, "max_per_minute", conv.positive_int, None)
 
 
 def _warn_fast(

@@ -3,14 +3,16 @@
 It runs the sending thread's own decisions forward on a copy of the ledger:
 the same pick (`queue send-now` first, then lane by lane, urgent to bulk:
 a due retry first, else the oldest new message, chosen when the previous
-send went; a retry of a higher lane coming due meanwhile goes first), the
-same `next_send_time()` (delay, opening hours, days, the cap and its limit
-window, DST included, the urgent reserve and `urgent_any_time`), the
-account pause, and each forecast send counted in the copy as the real one
-would be. So the forecast is what the daemon will do if every send is
-accepted and nothing new arrives; later arrivals of the same or a lower
-lane queue behind and never move an earlier message's time (urgent mail
-arriving later goes ahead of normal and bulk mail, as it should).
+send went; a retry of a higher lane coming due meanwhile goes first; mail
+for later joins the back of its own lane when its time comes), the same
+`next_send_time()` (delay, the rate ceiling, opening hours, days, the cap
+and its limit window, DST included, the urgent reserve and
+`urgent_any_time`), the account pause, and each forecast send counted in
+the copy as the real one would be. So the forecast is what the daemon will
+do if every send is accepted and nothing new arrives; later arrivals of
+the same or a lower lane queue behind and never move an earlier message's
+time (urgent mail arriving later goes ahead of normal and bulk mail, as it
+should).
 
 `blocked()` says what stops sending at an instant and when that ends; the
 sender logs its transitions and `status` shows it. Pure: every call takes
@@ -20,18 +22,18 @@ sender logs its transitions and `status` shows it. Pure: every call takes
 from __future__ import annotations
 
 import copy
-import heapq
 import math
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 from zoneinfo import ZoneInfo
 
 from exactmaild.core.hours import Weekday, Window
-from exactmaild.core.lanes import LANES, RANK, Lane, kept_back
+from exactmaild.core.lanes import LANES, Lane, kept_back
 from exactmaild.core.limits import Ledger
-from exactmaild.core.schedule import is_open, next_open, next_send_time
+from exactmaild.core.picks import Picks
+from exactmaild.core.picks import Waiting as Waiting  # callers import it from here
+from exactmaild.core.schedule import ceiling_floor, is_open, next_open, next_send_time
 
 Blocker = Literal["window", "limit", "paused", "storage"]
 BLOCKERS: tuple[Blocker, ...] = ("window", "limit", "paused", "storage")
@@ -46,6 +48,7 @@ class Pacing:
     tz: ZoneInfo
     days: tuple[Weekday, ...]
     window: Window | None
+    min_gap: float = 0.0  # the rate ceiling: 60 s / send.max_per_minute
     urgent_reserve: int = 0
     urgent_any_time: bool = False
 
@@ -81,20 +84,13 @@ class Pacing:
             window=self.window,
             keep=self.keep(lane),
             any_time=self.any_time(lane),
+            min_gap=self.min_gap,
         )
 
-
-@dataclass(frozen=True, slots=True)
-class Waiting:
-    """A message waiting to be sent: its queue id, what it counts against the
-    limit, for a deferred one the time of its next try, its lane, and
-    whether `queue send-now` put it first."""
-
-    name: str
-    units: int = 1
-    retry_at: float | None = None
-    lane: Lane = "normal"
-    first: bool = False
+    def flushing(self, now: float, due: float, last_send: float | None) -> bool:
+        """Whether a flush goes on with a send due at `due`: only the rate
+        ceiling may hold it back; a wait for the cap or the hours ends it."""
+        return due <= ceiling_floor(now, last_send, self.min_gap)
 
 
 @dataclass(frozen=True)
@@ -114,6 +110,15 @@ class Forecast:
 
     def at(self) -> dict[str, float]:
         return dict(self.sends)
+
+    def going_now(self, now: float, gap: float = 0.0) -> int:
+        """How many of the first `sends` go now: at `now`, or, under a rate
+        ceiling (`gap`, 60 s / send.max_per_minute), one gap after another
+        from it, as a flush sends them."""
+        k = 0
+        while k < len(self.sends) and self.sends[k][1] <= now + k * gap:
+            k += 1
+        return k
 
 
 def blocked(
@@ -167,14 +172,18 @@ def forecast(
     """The expected send time of every message in `queue`, as the sender will go.
 
     `queue`: new messages in arrival order, deferred ones with `retry_at`
-    (any order: they go by their next try). `flush`: as right after `exactmaild
-    flush`: retries are due now, the pause is lifted, and what fits the cap
-    now goes now; the rest is paced.
+    (any order: they go by their next try), scheduled ones with
+    `scheduled_at` (any order: each joins the back of the new messages at its
+    time, ties by name, as `outbox.scheduled` lets them in). `flush`: as right
+    after `exactmaild flush`: retries are due now, the pause is lifted, and
+    what fits the cap now goes now; the rest is paced (a flush does not
+    bring mail for later forward).
     """
     led = copy.deepcopy(ledger)
-    picks = _Picks(queue, now, flush)
+    picks = Picks(queue, now, flush)
     if flush:
         paused_until = None
+    picks.let_in(now)
     first = picks.peek(now)
     why, until = blocked(
         now,
@@ -194,12 +203,12 @@ def forecast(
         # Picked as the sender picks: when the previous send went.
         w = picks.take(t)
         if w is None:
-            t = picks.next_retry()
+            t = picks.next_time()
             continue
         due = pacing.due(t, last_send=last, flush=flush, ledger=led, units=w.units, lane=w.lane)
-        # A retry of a higher lane that comes due meanwhile goes first: the
-        # sender drops the message it was holding for it.
-        r = None if math.isinf(due) else picks.higher_retry(w, due)  # inf: failed at once
+        # A retry (or mail for later) of a higher lane that comes due
+        # meanwhile goes first: the sender drops the message it was holding.
+        r = None if math.isinf(due) else picks.higher_due(w, due)  # inf: failed at once
         if r is not None:
             picks.put_back(w)
             t = r
@@ -209,7 +218,7 @@ def forecast(
             continue  # failed by the sender as too large, or no day is open
         # A flush covers what can go at once; the first message that must
         # wait ends it, as it ends the sender's.
-        flush = flush and due <= now
+        flush = flush and pacing.flushing(t, due, last)
         led.record(due, w.units)
         t = last = due
     finite = [s for _, s in sends if math.isfinite(s)]
@@ -235,74 +244,6 @@ def _by_lane(
         if math.isfinite(t):
             done[ln] = max(t, done[ln] or t)
     return tuple((ln, count[ln], done[ln]) for ln in LANES if count[ln])
-
-
-class _Picks:
-    """The waiting messages as the sender's queue index orders them: those
-    `send-now` put first, then per lane the retries by their time and the new
-    messages in arrival order."""
-
-    def __init__(self, queue: Sequence[Waiting], now: float, flush: bool) -> None:
-        self.front: deque[Waiting] = deque(w for w in queue if w.first)
-        self.new: dict[Lane, deque[Waiting]] = {lane: deque() for lane in LANES}
-        self.retries: dict[Lane, list[tuple[float, int, Waiting]]] = {lane: [] for lane in LANES}
-        self._retry_key: dict[int, tuple[float, int]] = {}
-        for i, w in enumerate(queue):
-            if w.first:
-                continue
-            if w.retry_at is None:
-                self.new[w.lane].append(w)
-            else:
-                at = min(w.retry_at, now) if flush else w.retry_at
-                heapq.heappush(self.retries[w.lane], (at, i, w))
-
-    def __bool__(self) -> bool:
-        return bool(self.front) or any(self.new.values()) or any(self.retries.values())
-
-    def _choose(self, t: float, *, pop: bool) -> Waiting | None:
-        if self.front:
-            return self.front.popleft() if pop else self.front[0]
-        for lane in LANES:
-            heap = self.retries[lane]
-            if heap and heap[0][0] <= t:
-                if not pop:
-                    return heap[0][2]
-                at, i, w = heapq.heappop(heap)
-                self._retry_key[id(w)] = (at, i)
-                return w
-            if self.new[lane]:
-                return self.new[lane].popleft() if pop else self.new[lane][0]
-        return None
-
-    def take(self, t: float) -> Waiting | None:
-        """The message the sender picks at `t`; None: only later retries wait."""
-        return self._choose(t, pop=True)
-
-    def peek(self, now: float) -> Waiting | None:
-        """The message the sender would pick at `now` (or wait for, if only retries wait)."""
-        w = self._choose(now, pop=False)
-        if w is not None:
-            return w
-        waiting = [h[0] for h in self.retries.values() if h]
-        return min(waiting)[2] if waiting else None
-
-    def next_retry(self) -> float:
-        return min(h[0][0] for h in self.retries.values() if h)
-
-    def higher_retry(self, w: Waiting, due: float) -> float | None:
-        """When a retry of a lane above `w`'s comes due before `due`, if one does."""
-        if w.first:
-            return None
-        times = [h[0][0] for lane, h in self.retries.items() if h and RANK[lane] < RANK[w.lane]]
-        soonest = min(times, default=math.inf)
-        return soonest if soonest <= due else None
-
-    def put_back(self, w: Waiting) -> None:
-        if w.retry_at is None:
-            self.new[w.lane].appendleft(w)
-        else:
-            at, i = self._retry_key.pop(id(w))
-            heapq.heappush(self.retries[w.lane], (at, i, w))
 
 
 def transition(

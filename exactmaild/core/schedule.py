@@ -114,6 +114,7 @@ def next_send_time(
     window: Window | None,
     keep: int = 0,
     any_time: bool = False,
+    min_gap: float = 0.0,
 ) -> float:
     """When the next message, of `units`, may go: an instant >= `now`, or math.inf.
 
@@ -122,22 +123,27 @@ def next_send_time(
     delay and the hours, never the cap. `flush` (the command) drops them only
     for a message the cap lets go at `now`: one that must wait is paced, so a
     flush never fires later (at the cap's reset outside the hours, or in a
-    burst once the limit is raised). math.inf means never: the message is
-    larger than the whole allowance, or no day is open.
+    burst once the limit is raised). `min_gap` (a provider's rate ceiling,
+    60 s / `send.max_per_minute`) holds in every mode, immediately and flush
+    included: no send comes sooner than that after `last_send`. math.inf
+    means never: the message is larger than the whole allowance, or no day
+    is open.
 
     `keep`: what this message must leave of the allowance (the urgent
     reserve, for a normal or bulk message). `any_time`: the hours do not
-    apply (urgent mail with `urgent_any_time`); the delay and the cap do.
+    apply (urgent mail with `urgent_any_time`); the delay, the ceiling and
+    the cap do.
     """
-    if delay < 0:
-        raise ValueError("delay must be 0 or more")
+    if delay < 0 or min_gap < 0:
+        raise ValueError("delay and min_gap must be 0 or more")
     if not ledger.fits_at_all(units, keep):
         return math.inf
-    if flush and ledger.can_send(now, units, keep):
-        return now
+    floor = ceiling_floor(now, last_send, min_gap)
+    if flush and ledger.can_send(floor, units, keep):
+        return floor
     if immediately:
-        return ledger.next_allowed(now, units, keep)
-    t = now if last_send is None else max(now, last_send + delay)
+        return ledger.next_allowed(floor, units, keep)
+    t = now if last_send is None else max(now, last_send + max(delay, min_gap))
     if any_time:
         return ledger.next_allowed(t, units, keep)
     # Each constraint can push past another (the cap resets at midnight,
@@ -153,6 +159,11 @@ def next_send_time(
             return opened
         t = allowed
     raise RuntimeError("next_send_time did not converge")
+
+
+def ceiling_floor(now: float, last_send: float | None, min_gap: float) -> float:
+    """The earliest instant >= `now` that the rate ceiling lets a send go."""
+    return now if last_send is None else max(now, last_send + min_gap)
 
 
 def next_check(now: float, tz: ZoneInfo, schedule: Schedule, last_check: float | None) -> float:

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 from typing import Final, Literal
 
-State = Literal["new", "active", "deferred", "hold", "failed", "cancelled"]
+State = Literal["new", "active", "deferred", "later", "hold", "failed", "cancelled"]
 
 NEW: Final = "new"  # queued: producers rename their messages in here
 ACTIVE: Final = "active"  # claimed for sending: can no longer be cancelled
 DEFERRED: Final = "deferred"  # waiting for a retry after a temporary failure
+LATER: Final = "later"  # scheduled: waiting for its Deferred-Delivery time
 HOLD: Final = "hold"  # parked for a person (an unknown outcome, on_unknown_outcome: hold)
 FAILED: Final = "failed"  # failed for good, with NAME.reason beside it
 CANCELLED: Final = "cancelled"  # cancelled with `exactmaild queue cancel`
 
-STATES: tuple[State, ...] = (NEW, ACTIVE, DEFERRED, HOLD, FAILED, CANCELLED)
+STATES: tuple[State, ...] = (NEW, ACTIVE, DEFERRED, LATER, HOLD, FAILED, CANCELLED)
 # The producers' directory: not a state, a message is only being written there.
 TMP: Final = "tmp"
 
@@ -27,14 +28,15 @@ PUBLIC_NAME: dict[State, str] = {
     NEW: "queued",
     ACTIVE: "active",
     DEFERRED: "deferred",
+    LATER: "scheduled",
     HOLD: "hold",
     FAILED: "failed",
     CANCELLED: "cancelled",
 }
 # The states the queue's levels are reported in (a cancelled message is gone).
-REPORTED: tuple[State, ...] = (NEW, ACTIVE, DEFERRED, HOLD, FAILED)
+REPORTED: tuple[State, ...] = (NEW, ACTIVE, DEFERRED, LATER, HOLD, FAILED)
 # Where a message may be cancelled from, and where `queue retry` takes it from.
-CANCELLABLE: tuple[State, ...] = (NEW, DEFERRED, HOLD)
+CANCELLABLE: tuple[State, ...] = (NEW, DEFERRED, LATER, HOLD)
 RETRYABLE: tuple[State, ...] = (FAILED, DEFERRED, HOLD, CANCELLED)
 # Where a send is claimed from.
 WAITING: tuple[State, ...] = (NEW, DEFERRED)

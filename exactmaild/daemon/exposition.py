@@ -20,7 +20,12 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler, make_wsgi_app
 from prometheus_client.registry import Collector
 
@@ -67,6 +72,28 @@ class _FamilyCollector(Collector):
                 family = GaugeMetricFamily(f.name, f.doc, labels=f.labelnames)
                 for values, child in f.children():
                     family.add_metric(list(values), child.get())
+            yield family
+
+
+class Histo(Protocol):
+    """A histogram `exactmaild.daemon.metrics` keeps until the first scrape."""
+
+    name: str
+    doc: str
+
+    def get(self) -> tuple[list[tuple[float, int]], float, int]: ...
+
+
+class _HistogramCollector(Collector):
+    def __init__(self, histograms: Sequence[Histo]) -> None:
+        self._histograms = histograms
+
+    def collect(self) -> Iterator[Metric]:
+        for h in self._histograms:
+            buckets, total, count = h.get()
+            family = HistogramMetricFamily(h.name, h.doc)
+            pairs = [(f"{bound:g}", float(n)) for bound, n in buckets] + [("+Inf", float(count))]
+            family.add_metric([], pairs, total)
             yield family
 
 
@@ -215,11 +242,14 @@ def registry_for(
     families: Sequence[Family],
     snapshot: Callable[[], Snapshot] | None,
     tokens: TokenCache,
+    histograms: Sequence[Histo] = (),
 ) -> CollectorRegistry:
-    """A registry exporting `families`, the OAuth2 figures of `tokens` and the levels."""
+    """A registry exporting `families`, `histograms`, the OAuth2 figures of `tokens`
+    and the levels."""
     registry = CollectorRegistry(auto_describe=True)
     registry.register(OAuthCollector(tokens))
     registry.register(_FamilyCollector(families))
+    registry.register(_HistogramCollector(histograms))
     if snapshot is not None:
         registry.register(_LevelCollector(snapshot))
     return registry

@@ -90,6 +90,32 @@ class Family:
         self._only().set(value)
 
 
+class Histogram:
+    """A histogram without labels: cumulative bucket counts, sum and count, under a lock."""
+
+    def __init__(self, name: str, doc: str, buckets: Sequence[float]) -> None:
+        self.name, self.doc = name, doc
+        self.buckets = tuple(sorted(buckets))
+        self._lock = threading.Lock()
+        self._counts = [0] * len(self.buckets)
+        self._sum = 0.0
+        self._count = 0
+        self.created = time.time()
+
+    def observe(self, value: float) -> None:
+        with self._lock:
+            self._sum += value
+            self._count += 1
+            for i, bound in enumerate(self.buckets):
+                if value <= bound:
+                    self._counts[i] += 1
+
+    def get(self) -> tuple[list[tuple[float, int]], float, int]:
+        """([(upper bound, cumulative count)...], sum, count); +Inf is the count."""
+        with self._lock:
+            return list(zip(self.buckets, self._counts, strict=True)), self._sum, self._count
+
+
 class Metrics:
     """Every metric exactmaild exports; the registry is built at the first scrape."""
 
@@ -130,6 +156,17 @@ class Metrics:
         )
         for result in ("ok", "error"):
             self.receive_checks.labels(result)
+        self.idle_connected = family(
+            "exactmaild_idle_connected", "1 while an IMAP IDLE connection is up.", "gauge"
+        )
+        # From the server's INTERNALDATE (whole seconds) to delivery in the Maildir:
+        # seconds with IDLE, up to the check interval without.
+        self.receive_latency = Histogram(
+            "exactmaild_receive_latency_seconds",
+            "Seconds from the server's INTERNALDATE to delivery in the Maildir.",
+            (1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 21600, 86400),
+        )
+        self.histograms = [self.receive_latency]
         self.reloads = family(
             "exactmaild_config_reloads", "Configuration reloads by result.", "counter", "result"
         )
@@ -156,7 +193,7 @@ class Metrics:
             from exactmaild.auth.oauth import TokenCache
 
             self._tokens = TokenCache()
-        return registry_for(self.families, self._snapshot, self._tokens)
+        return registry_for(self.families, self._snapshot, self._tokens, self.histograms)
 
     def serve(self, host: str, port: int) -> Callable[[], None]:
         """Serve GET /metrics; returns a function that stops the server.

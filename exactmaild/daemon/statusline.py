@@ -26,6 +26,8 @@ def status_line(
     ]
     if s.queue.get("deferred"):
         parts.append(f"{s.queue['deferred']} deferred")
+    if s.queue.get("scheduled"):
+        parts.append(f"{s.queue['scheduled']} scheduled")
     if s.paused:
         parts.append("PAUSED: " + pause_reason)
     if not s.storage_ok:

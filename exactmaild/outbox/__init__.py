@@ -5,7 +5,8 @@
 - `Claim` (claim.py): one send in flight, a small state machine;
 - `Spool` (spool.py): the only code that renames or removes spool files;
 - the queue index in memory (index.py) and the levels everyone reports
-  (levels.py).
+  (levels.py);
+- the Message-ID and Date a message lacks, assigned once (stamp.py).
 
 Imported on first use (PEP 562): `exactmaild-sendmail` and `submit` need
 only the spool, not the Claim (structlog) nor the state store (SQLite).
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from exactmaild.outbox.outbox import Outbox
     from exactmaild.outbox.recovery import MAX_CRASH_CLAIMS
     from exactmaild.outbox.spool import REASON_SUFFIX, Entry, Spool, new_queue_id, valid_name
+    from exactmaild.outbox.stamp import Born, missing_headers
     from exactmaild.outbox.storage import is_storage_problem
 
 _WHERE = {
@@ -42,11 +44,14 @@ _WHERE = {
     "Spool": "spool",
     "new_queue_id": "spool",
     "valid_name": "spool",
+    "Born": "stamp",
+    "missing_headers": "stamp",
     "is_storage_problem": "storage",
 }
 __all__ = [
     "MAX_CRASH_CLAIMS",
     "REASON_SUFFIX",
+    "Born",
     "Claim",
     "Entry",
     "Fifo",
@@ -59,6 +64,7 @@ __all__ = [
     "Snapshot",
     "Spool",
     "is_storage_problem",
+    "missing_headers",
     "new_queue_id",
     "valid_name",
 ]

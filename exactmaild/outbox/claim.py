@@ -32,6 +32,7 @@ from typing import Literal, Protocol
 
 from exactmaild.core.log import Log
 from exactmaild.core.states import DEFERRED, FAILED, HOLD, State
+from exactmaild.outbox.stamp import Born
 from exactmaild.store.history import Delivery, RcptStatus
 from exactmaild.store.state import MessageInfo
 
@@ -92,6 +93,7 @@ class Queued:
     src: State
     raw: bytes
     info: MessageInfo | None  # its retry state, if it has any
+    born: Born | None = None  # its file's identity: its Message-ID and Date (outbox/stamp.py)
 
 
 class Claim:

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable
 
 from exactmaild.core.lanes import LANES, RANK, Lane
 from exactmaild.core.states import DEFERRED, NEW, State
+from exactmaild.outbox.scheduled import ScheduledIndex
 
 # Reads the lane of a queued message (name, state); the Outbox gives the Spool's.
 LaneOf = Callable[[str, State], Lane]
@@ -160,11 +161,12 @@ class LaneFifo:
         for lane, fifo in self.lanes.items():
             fifo.reset(by_lane[lane])
 
-    def append(self, name: str) -> bool:
-        """Add at the back of its lane; False if it is queued already."""
+    def append(self, name: str, lane: Lane | None = None) -> bool:
+        """Add at the back of its lane (`lane`: known already, else read);
+        False if it is queued already."""
         if name in self:
             return False
-        return self.lanes[self._lane_of(name, NEW)].append(name)
+        return self.lanes[lane or self._lane_of(name, NEW)].append(name)
 
     def push_front(self, name: str) -> None:
         if name not in self:
@@ -246,6 +248,9 @@ class QueueIndex:
     def __init__(self, lane_of: LaneOf = _all_normal) -> None:
         self.new = LaneFifo(lane_of)
         self.deferred = LaneRetries(lane_of)
+        # Mail for later: not in the queue until its time (`outbox.later`),
+        # then at the back of its own lane.
+        self.later = ScheduledIndex()
         self._first: deque[str] = deque()  # `queue send-now`, in the order asked
 
     def __len__(self) -> int:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from exactmaild.core.forecast import Blocker, Waiting
 from exactmaild.core.limits import Ledger
-from exactmaild.core.states import DEFERRED, NEW, PUBLIC_NAME, REPORTED, State
+from exactmaild.core.states import DEFERRED, LATER, NEW, PUBLIC_NAME, REPORTED, State
 from exactmaild.outbox.index import QueueIndex
 from exactmaild.outbox.spool import Spool
 from exactmaild.store.state import StateStore
@@ -53,8 +53,8 @@ Weigh = Callable[[str, State], int]
 
 def waiting(index: QueueIndex, weigh: Weigh) -> list[Waiting]:
     """The queue as the sender will take it: new messages lane by lane, oldest
-    first, and deferred ones with their next try, each with its lane; `weigh`
-    gives each one's units."""
+    first, deferred ones with their next try and scheduled ones with their
+    time, each with its lane; `weigh` gives each one's units."""
     # `queue send-now` puts messages first whatever their state and lane.
     first = index.asked_first()
     queue = []
@@ -70,6 +70,11 @@ def waiting(index: QueueIndex, weigh: Weigh) -> list[Waiting]:
             for n in retries.names()
             if n not in skip
         ]
+    later = index.later
+    queue += [
+        Waiting(n, weigh(n, LATER), scheduled_at=later.get(n), lane=later.lane(n))
+        for n in later.names()
+    ]
     return queue
 
 

@@ -5,13 +5,14 @@ last attempt decides: recorded as sent, its file goes (the send is not
 repeated); in flight at `MAX_CRASH_CLAIMS` crashes in a row, it is failed
 (it may be what kills the daemon); otherwise it goes back to `new/`, the
 one duplicate a crash may cost. Then the queue index is built from one scan
-of the spool (`rebuild_index`).
+of the spool (`rebuild_index`), mail for later's times from `later/` alone.
 """
 
 from __future__ import annotations
 
 from exactmaild.core.log import Log
 from exactmaild.core.states import ACTIVE, DEFERRED, NEW
+from exactmaild.outbox import later
 from exactmaild.outbox.index import QueueIndex
 from exactmaild.outbox.record import Recorder
 from exactmaild.outbox.spool import Spool
@@ -52,6 +53,7 @@ def rebuild_index(spool: Spool, store: StateStore, index: QueueIndex, now: float
         info = store.message(name)
         index.deferred.set(name, info.next_try if info and info.next_try else now)
     index.new.reset(spool.queued_oldest_first())
+    later.recover(spool, index, now)
 
 
 __all__ = ["MAX_CRASH_CLAIMS", "rebuild_index", "settle_active"]

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import deque
 
 from exactmaild.core.log import Log
-from exactmaild.core.states import DEFERRED, NEW
+from exactmaild.core.states import DEFERRED, LATER, NEW
 from exactmaild.outbox.index import QueueIndex
 from exactmaild.outbox.spool import Spool, valid_name
 from exactmaild.store.state import StateStore
@@ -84,6 +84,7 @@ def _rescan(index: QueueIndex, spool: Spool, store: StateStore, now: float) -> N
     for name in deferred - set(index.deferred.names()):
         info = store.message(name)
         index.deferred.set(name, info.next_try if info and info.next_try else now)
+    index.later.retain(set(spool.names(LATER)))  # cancelled or held while scheduled
 
 
 __all__ = ["Requests"]

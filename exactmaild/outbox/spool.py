@@ -6,6 +6,7 @@ Layout (Maildir-style, so nobody ever sees half a file)::
     SPOOL/new/        ... and rename here: the queue
     SPOOL/active/     claimed for sending (a message here cannot be cancelled)
     SPOOL/deferred/   waiting for a retry after a temporary failure
+    SPOOL/later/      scheduled: waiting for its Deferred-Delivery time
     SPOOL/hold/       parked for a person (unknown outcome with on_unknown_outcome: hold)
     SPOOL/failed/     failed for good, each with NAME.reason beside it
     SPOOL/cancelled/  cancelled by `exactmaild queue cancel`
@@ -33,18 +34,20 @@ from exactmaild.core.states import (
     CANCELLABLE,
     DEFERRED,
     HOLD,
+    LATER,
     NEW,
     RETRYABLE,
     STATES,
     TMP,
     State,
 )
+from exactmaild.outbox.stamp import Born
 from exactmaild.store.durable import fsync_dir as _fsync_dir
 from exactmaild.store.durable import fsync_entry, write_new
 
 DIRS = (TMP, *STATES)
 # Where `queue hold` takes a message from: the states the daemon sends from.
-HOLDABLE: tuple[State, ...] = (NEW, DEFERRED)
+HOLDABLE: tuple[State, ...] = (NEW, DEFERRED, LATER)
 REASON_SUFFIX = ".reason"
 # A dot-file: producers' and the daemon's scans never take it for a message.
 _PROBE_NAME = ".exactmaild-storage-probe"
@@ -180,11 +183,17 @@ class Spool:
     def read(self, state: str, name: str, limit: int) -> bytes:
         """Read a message without following symlinks; at most limit+1 bytes so an
         oversize file is detected without reading all of it."""
+        return self.read_born(state, name, limit)[0]
+
+    def read_born(self, state: str, name: str, limit: int) -> tuple[bytes, Born]:
+        """`read()`, and what identifies the file for good (its Message-ID and
+        Date are derived from it: outbox/stamp.py), from the same open."""
         fd = os.open(
             os.path.join(self._paths[state], name), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
         )
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
                 raise IsADirectoryError(errno.EISDIR, "not a regular file", name)
             chunks = []
             left = limit + 1
@@ -194,7 +203,7 @@ class Spool:
                     break
                 chunks.append(chunk)
                 left -= len(chunk)
-            return b"".join(chunks)
+            return b"".join(chunks), Born(name, st.st_ino, st.st_mtime_ns)
         finally:
             os.close(fd)
 
@@ -237,7 +246,7 @@ class Spool:
         os.unlink(os.path.join(self._paths["active"], name))
 
     def cancel(self, name: str) -> State:
-        """Cancel a queued, deferred or held message. Returns the state it was in.
+        """Cancel a queued, deferred, scheduled or held message. Returns the state it was in.
 
         The rename is the arbiter: if the daemon claims the message at the same
         moment, exactly one of the two renames wins, and a claimed message is
@@ -265,7 +274,7 @@ class Spool:
         raise FileNotFoundError(errno.ENOENT, f"no such message {name}", name)
 
     def hold(self, name: str) -> State:
-        """Park a queued or deferred message in hold/ for a person (`queue
+        """Park a queued, deferred or scheduled message in hold/ for a person (`queue
         hold`); returns the state it was in. Like cancel, the rename decides
         a race with the daemon's claim."""
         for src in HOLDABLE:
@@ -274,7 +283,9 @@ class Spool:
             except FileNotFoundError:
                 continue
             return src
-        raise FileNotFoundError(errno.ENOENT, f"no queued or deferred message {name}", name)
+        raise FileNotFoundError(
+            errno.ENOENT, f"no queued, deferred or scheduled message {name}", name
+        )
 
     def release(self, name: str) -> State:
         """Put a held message back in the queue (hold/ -> new/: the daemon sees

@@ -16,7 +16,9 @@ and `reset_position` (`exactmaild reset-mailbox-counter`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from exactmaild.auth.credentials import Credentials
@@ -24,7 +26,13 @@ from exactmaild.auth.tls import TlsContexts
 from exactmaild.config.model import Config
 from exactmaild.core.errors import ExactmailError, TemporaryFailure
 from exactmaild.core.log import Log, get_log
-from exactmaild.receive.mailbox import DEFAULT_TIMEOUT, detail_of, open_mailbox, step_of
+from exactmaild.receive.mailbox import (
+    DEFAULT_TIMEOUT,
+    Mailbox,
+    detail_of,
+    open_mailbox,
+    step_of,
+)
 from exactmaild.receive.mailbox.imap import IMAPMailbox
 from exactmaild.store import maildir
 from exactmaild.store.state import StateStore
@@ -37,6 +45,9 @@ class CheckResult:
     delivered: int
     sent_elsewhere: int | None = None  # IMAP + send.count_sent_folder + a window only
     error: str | None = None
+    # Seconds from the server's INTERNALDATE to delivery, one per message (IMAP):
+    # a measurement, not part of what the check did (equal results compare equal).
+    latencies: tuple[float, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -66,8 +77,10 @@ class Receiver:
         log: Log | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         tls: TlsContexts | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.cfg = cfg
+        self.clock = clock  # wall clock, for the receive latency
         # The daemon passes one per configuration, kept across checks.
         self.tls = tls if tls is not None else TlsContexts()
         self.state = state
@@ -81,21 +94,51 @@ class Receiver:
         inc, rcv = self.cfg.incoming, self.cfg.receive
         if inc is None or rcv is None:
             return CheckResult(delivered=0)
-        box = open_mailbox(
+        box = self.mailbox()
+        try:
+            return self.check_on(box, now, window=window, connect=True)
+        finally:
+            box.close()
+
+    def mailbox(self) -> Mailbox:
+        """A new, unconnected adapter for `incoming` (the IDLE watcher keeps one open)."""
+        inc = self.cfg.incoming
+        assert inc is not None
+        return open_mailbox(
             inc, self.credentials, self.state, timeout=self.timeout, log=self.log, tls=self.tls
         )
+
+    def check_on(
+        self,
+        box: Mailbox,
+        now: float,
+        *,
+        window: tuple[float, float] | None = None,
+        connect: bool = False,
+    ) -> CheckResult:
+        """One check on `box` (connected first if `connect`), which stays open.
+
+        The folder is opened afresh each time: its UIDVALIDITY and UIDNEXT are
+        read anew, so a connection kept open (IDLE) sees a rebuilt folder too.
+        """
         delivered = 0
+        latencies: list[float] = []
         sent_elsewhere: int | None = None
         error: str | None = None
+        fetched = box.fetches
 
         def deliver(data: bytes) -> None:
             nonlocal delivered
             path = self._deliver(data)
             delivered += 1
+            if box.arrived is not None:
+                # Clocks differ a little and INTERNALDATE has whole seconds: never below 0.
+                latencies.append(max(0.0, self.clock() - box.arrived))
             self.log.debug("receive_delivered", key=box.key, path=str(path), size=len(data))
 
         try:
-            box.connect()
+            if connect:
+                box.connect()
             box.open_folder()
             box.fetch_new(deliver, now)
             folder = self.cfg.send.count_sent_folder
@@ -107,18 +150,21 @@ class Receiver:
         except Exception as exc:  # a bug or a server reply nobody foresaw: still not fatal
             self.log.exception("receive_unexpected_error", key=box.key)
             error = f"unexpected error during the check: {type(exc).__name__}: {exc}"
-        finally:
-            box.close()
-            self.last_fetches = box.fetches
+        self.last_fetches = box.fetches - fetched
         self.log.debug(
             "receive_check",
             key=box.key,
             delivered=delivered,
-            fetched=box.fetches,
+            fetched=self.last_fetches,
             sent_elsewhere=sent_elsewhere,
             error=error,
         )
-        return CheckResult(delivered=delivered, sent_elsewhere=sent_elsewhere, error=error)
+        return CheckResult(
+            delivered=delivered,
+            sent_elsewhere=sent_elsewhere,
+            error=error,
+            latencies=tuple(latencies),
+        )
 
     def _attachments(self, data: bytes) -> bytes:
         """`receive.attachments` strip or extract applied to one message."""

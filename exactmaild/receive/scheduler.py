@@ -14,6 +14,12 @@ reloaded configuration.
   (results were handled up to the loop's 10 s nap late).
 * The next check is computed (and written for `status`) when a check starts,
   not when it ends: a long fetch must not show a past `next_check`.
+* With `incoming.idle: true`, inside the schedule's window, an `IdleWatcher`
+  (`exactmaild.receive.watcher`) holds the one connection to the mailbox;
+  a due check (or `flush`) is handed to it and runs on that connection,
+  never beside it. Outside the window it is stopped, and checks start
+  again on their own threads once it has logged out. Its results come back
+  through the same counting and recording as a check thread's.
 * A result is counted (metrics), logged once per failure streak, and written
   to the state store for `status`. With IMAP and `send.count_sent_folder`,
   the mail found in the Sent folder is handed to the sender (`set_external`)
@@ -27,12 +33,13 @@ the loop, how to tell the sender about mail sent elsewhere).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import math
 import sqlite3
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
 from exactmaild.auth.credentials import credentials_for
@@ -42,10 +49,16 @@ from exactmaild.config.model import Config
 from exactmaild.core.counters import Counter, Labelled
 from exactmaild.core.limits import window_bounds
 from exactmaild.core.log import Log
-from exactmaild.core.schedule import next_check
+from exactmaild.core.schedule import is_open, next_check
 from exactmaild.receive.receiver import CheckResult, Receiver
 from exactmaild.store.facts import SentElsewhere
 from exactmaild.store.state import StateStore
+
+if TYPE_CHECKING:
+    from exactmaild.receive.watcher import IdleWatcher
+
+# The limit window a check counts the Sent folder in: (start, end).
+Window = tuple[float, float]
 
 # How long `stop()` waits for a running check before the process goes on exiting
 # (the check's thread is a daemon thread: it dies with the process).
@@ -60,6 +73,20 @@ class CheckMetrics(Protocol):
 
     @property
     def receive_checks(self) -> Labelled: ...
+
+    @property
+    def idle_connected(self) -> Settable: ...
+
+    @property
+    def receive_latency(self) -> Observer: ...
+
+
+class Settable(Protocol):
+    def set(self, value: float) -> None: ...
+
+
+class Observer(Protocol):
+    def observe(self, value: float) -> None: ...
 
 
 # The sender's `set_external(window_start, units)`: mail sent elsewhere in a window.
@@ -101,6 +128,13 @@ class CheckScheduler:
         self._streak = 0  # failed checks in a row
         self._flush = False
         self._note_failed = False
+        # incoming.idle: the watcher holds the one connection while it runs;
+        # its results and connection changes come through `_reports`.
+        self._watcher: IdleWatcher | None = None
+        self._idle_refused: str | None = None
+        self._reports: collections.deque[tuple[CheckResult | bool, Window | None]] = (
+            collections.deque()
+        )
 
     # -- what the loop asks and tells -------------------------------------------
 
@@ -115,6 +149,7 @@ class CheckScheduler:
 
     def resume(self) -> None:
         """At the daemon's start: what the last run found in the Sent folder counts again."""
+        self._note(idle=None)  # a previous run's IDLE connection is gone
         elsewhere = self.state.sent_elsewhere()
         if elsewhere is not None:
             self._set_external(elsewhere.window_start, elsewhere.units)
@@ -130,6 +165,11 @@ class CheckScheduler:
         self.cfg = cfg
         self._tls = TlsContexts()
         self._due = self._next_due(now)
+        # The watcher logs in with the old configuration: a new one starts
+        # once it has logged out.
+        self._idle_refused = None
+        if self._watcher is not None:
+            self._watcher.stop()
         with contextlib.suppress(Exception):
             self._note(next_check=self.due_text())
 
@@ -143,16 +183,97 @@ class CheckScheduler:
         if t is not None and (self._ready.is_set() or not t.is_alive()):
             self._thread = None
             self._done(now)
-        if self.cfg.incoming is None or self._thread is not None:
-            return  # a check still running is never started twice
-        if self._flush or now >= self._due:
+        self._take_reports(now)
+        w = self._watcher
+        if w is not None and not w.alive:
+            self._take_reports(now)
+            self._idle_refused = self._idle_refused or w.refused
+            w.join(0)
+            self._watcher = w = None
+            self.metrics.idle_connected.set(0)
+            self._note(idle=None)
+        if self.cfg.incoming is None:
+            return
+        idle = self._idle_wanted(now)
+        if w is not None and not idle:
+            w.stop()  # outside the window: the scheduled checks alone, once it logged out
+        elif w is None and idle and self._thread is None:
+            self._start_watcher()
+            w = self._watcher
+        if not (self._flush or now >= self._due):
+            return
+        if w is not None and not w.stopping:
+            self._flush = False
+            self._hand_over(w, now)
+        elif w is None and self._thread is None:
             self._flush = False
             self._begin(now)
+        else:
+            # The connection is busy (a check, or the watcher logging out):
+            # look again shortly rather than spin on a past due time.
+            self._due = max(self._due, now + 0.5)
 
     def stop(self, timeout: float = STOP_WAIT) -> None:
-        """Wait a little for a running check (it stops at its next server reply)."""
+        """Wait a little for a running check (it stops at its next server reply);
+        the watcher ends IDLE and logs out."""
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher.join(min(timeout, 3.0))
         if self._thread is not None:
             self._thread.join(timeout)
+
+    @property
+    def idle_connected(self) -> bool:
+        return self._watcher is not None and self._watcher.connected
+
+    # -- IMAP IDLE ------------------------------------------------------------------
+
+    def _idle_wanted(self, now: float) -> bool:
+        cfg = self.cfg
+        inc = cfg.incoming
+        if inc is None or not inc.idle or self._idle_refused is not None:
+            return False
+        return is_open(now, ZoneInfo(cfg.timezone), cfg.schedule.days, cfg.schedule.window)
+
+    def _start_watcher(self) -> None:
+        # Imported here: only configurations with incoming.idle need it.
+        from exactmaild.receive.watcher import IdleWatcher
+
+        def report(result: CheckResult | bool, window: Window | None) -> None:
+            self._reports.append((result, window))  # the watcher's thread: tick handles it
+            self._wake()
+
+        self._watcher = IdleWatcher(
+            self.cfg,
+            self.state,
+            log=self.log,
+            tokens=self.tokens,
+            tls=self._tls,
+            report=report,
+            connected=lambda up: report(up, None),
+            ended=self._wake,
+        )
+        self._watcher.start()
+
+    def _hand_over(self, w: IdleWatcher, now: float) -> None:
+        """A scheduled check runs on the watcher's connection."""
+        cfg = self.cfg
+        self._last_check = now
+        self._due = self._next_due(now)
+        self._note(next_check=self.due_text())
+        window = None
+        if cfg.send.count_sent_folder:
+            window = window_bounds(now, ZoneInfo(cfg.timezone), cfg.send.limit_window)
+        w.check(window)
+
+    def _take_reports(self, now: float) -> None:
+        while self._reports:
+            item, window = self._reports.popleft()
+            if isinstance(item, bool):
+                self.metrics.idle_connected.set(1 if item else 0)
+                self._note(idle="connected" if item else "reconnecting")
+                continue
+            self._handle(item, window, now, last_check=now)
 
     # -- one check ---------------------------------------------------------------
 
@@ -203,6 +324,16 @@ class CheckScheduler:
         result, self._result = self._result, None
         if result is None:  # the thread ended without a word (a BaseException)
             result = CheckResult(delivered=0, error="the check ended without a result")
+        self._handle(result, self._window, now, last_check=self._last_check)
+        self._window = None
+        self._note(next_check=self.due_text())
+
+    def _handle(
+        self, result: CheckResult, window: Window | None, now: float, *, last_check: float | None
+    ) -> None:
+        """Count, log and record one check's result (a scheduled check's or the watcher's)."""
+        for seconds in result.latencies:
+            self.metrics.receive_latency.observe(seconds)
         # A check can deliver some messages and then fail: count what arrived.
         self.metrics.received.inc(result.delivered)
         if result.error:
@@ -216,8 +347,7 @@ class CheckScheduler:
             if self._streak:
                 self.log.info("receive_recovered", failed_checks=self._streak)
             self._streak = 0
-            self._note(last_check=str(self._last_check), receive_error=None)
-            window = self._window
+            self._note(last_check=str(last_check), receive_error=None)
             if result.sent_elsewhere is not None and window is not None:
                 start = window[0]
                 self._set_external(start, result.sent_elsewhere)
@@ -227,8 +357,6 @@ class CheckScheduler:
                 )
             if result.delivered:
                 self.log.info("received", delivered=result.delivered)
-        self._window = None
-        self._note(next_check=self.due_text())
 
     def _note(self, **facts: str | None) -> None:
         """Record facts for `status`."""

@@ -40,6 +40,7 @@ def pacing_of(cfg: Config, ledger: Ledger) -> Pacing:
         ledger.tz,
         sched.days,
         sched.window,
+        send.min_gap,
         urgent_reserve=send.urgent_reserve,
         urgent_any_time=send.urgent_any_time,
     )

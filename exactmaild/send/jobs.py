@@ -17,7 +17,7 @@ from pathlib import Path
 from exactmaild.config.model import Config, Send
 from exactmaild.core.errors import BadMessage
 from exactmaild.core.lanes import Lane, lane_of
-from exactmaild.outbox import Outbox, Queued, is_storage_problem
+from exactmaild.outbox import Born, Outbox, Queued, is_storage_problem, missing_headers
 from exactmaild.send import message as msgmod
 
 
@@ -33,8 +33,13 @@ def read_signature(cfg: Config) -> str | None:
     return None if cfg.send.signature is None else Path(cfg.send.signature).read_text("utf-8")
 
 
-def job_for(q: Queued, cfg: Config, signature: str | None) -> Job:
-    """Raises BadMessage for a message that can never be sent."""
+def job_for(q: Queued, cfg: Config, signature: str | None, now: float) -> Job:
+    """Raises BadMessage for a message that can never be sent. The Date and
+    Message-ID a message lacks come from its file (outbox/stamp.py), the
+    same at every attempt."""
+    domain = cfg.account.address.rpartition("@")[2] or None
+    born = q.born or Born(q.name, 0, int(now * 1e9))  # not read from a file (tests)
+    stamp = missing_headers(q.raw, born, domain=domain, timezone=cfg.timezone)
     prepared = msgmod.prepare(
         q.raw,
         sender=cfg.account.address,
@@ -42,6 +47,8 @@ def job_for(q: Queued, cfg: Config, signature: str | None) -> Job:
         signature=signature,
         max_size=cfg.spool.max_message_size,
         skip_recipients=q.info.done_rcpts if q.info else (),
+        date=stamp.date,
+        message_id=stamp.message_id,
     )
     units = 1 if cfg.send.limit_counts == "messages" else len(prepared.recipients)
     return Job(q, prepared, max(1, units), lane_of(q.raw))
@@ -83,7 +90,7 @@ class Lookahead:
             self.ready = None
         while (q := self._outbox.next_due(now, cfg.spool.max_message_size)) is not None:
             try:
-                return job_for(q, cfg, signature)
+                return job_for(q, cfg, signature, now)
             except BadMessage as exc:
                 self._reject(q, str(exc))
         return None

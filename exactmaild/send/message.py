@@ -2,7 +2,8 @@
 
 Pure functions over bytes: no files, no sockets. The spool hands in the raw
 file; this module says why it is unusable (`BadMessage`) or returns the
-envelope and the exact bytes to send: Bcc stripped, Message-ID and Date added
+envelope and the exact bytes to send: Bcc and Deferred-Delivery (RFC 4021,
+the daemon's own instruction) stripped, Message-ID and Date added
 when missing, the practice signature appended once, CRLF line endings.
 """
 
@@ -19,6 +20,7 @@ from io import BytesIO
 from typing import Any
 
 from exactmaild.core.errors import BadMessage
+from exactmaild.core.later import deferred_until
 
 # A header field line: a printable-ASCII name, a colon. Continuation lines start with WSP.
 _FIELD = re.compile(rb"^[\x21-\x39\x3b-\x7e]+[ \t]*:")
@@ -144,11 +146,15 @@ def prepare(
     signature: str | None,
     max_size: int,
     skip_recipients: tuple[str, ...] = (),
+    date: str | None = None,
+    message_id: str | None = None,
 ) -> Prepared:
     """Validate a spooled message and build what goes over SMTP.
 
     `skip_recipients` are recipients that already have this message (a
-    partial send earlier): they are never sent to again.
+    partial send earlier): they are never sent to again. `date` and
+    `message_id` are the values to add when the message lacks them (the
+    ones assigned once, `outbox/stamp.py`); None: made now.
 
     Plain single-part messages without a signature to add (the common case)
     take a fast path that works on the header lines and the body bytes
@@ -156,9 +162,10 @@ def prepare(
     (tests/test_message.py compares the two) and hands anything unusual to it.
     """
     check_raw(raw, max_size)
+    deferred_until(raw)  # an unreadable Deferred-Delivery date fails the message
     if not signature:
         try:
-            return _prepare_fast(raw, sender, display_name, skip_recipients)
+            return _prepare_fast(raw, sender, display_name, skip_recipients, date, message_id)
         except _Unusual:
             pass
     return _prepare_slow(
@@ -167,6 +174,8 @@ def prepare(
         display_name=display_name,
         signature=signature,
         skip_recipients=skip_recipients,
+        date=date,
+        message_id=message_id,
     )
 
 
@@ -177,6 +186,8 @@ def _prepare_slow(
     display_name: str | None,
     signature: str | None,
     skip_recipients: tuple[str, ...] = (),
+    date: str | None = None,
+    message_id: str | None = None,
 ) -> Prepared:
     """prepare() through the email package's object model (after check_raw)."""
     msg = parse(raw)
@@ -190,12 +201,14 @@ def _prepare_slow(
         raise BadMessage("the message has no valid recipient address in To, Cc or Bcc")
     rcpts = [r for r in rcpts if r not in skip_recipients]
     del msg["bcc"]
+    del msg["deferred-delivery"]
     if msg["from"] is None:
         msg["From"] = email.utils.formataddr((display_name or "", sender))
     if msg["date"] is None:
-        msg["Date"] = email.utils.formatdate(localtime=True)
+        msg["Date"] = date or email.utils.formatdate(localtime=True)
     if msg["message-id"] is None:
-        msg["Message-ID"] = email.utils.make_msgid(domain=sender.rpartition("@")[2] or None)
+        domain = sender.rpartition("@")[2] or None
+        msg["Message-ID"] = message_id or email.utils.make_msgid(domain=domain)
     if signature:
         try:
             _append_signature(msg, signature)
@@ -289,7 +302,12 @@ def _addresses(name: str, value: str) -> tuple[bool, list[str]]:
 
 
 def _prepare_fast(
-    raw: bytes, sender: str, display_name: str | None, skip_recipients: tuple[str, ...]
+    raw: bytes,
+    sender: str,
+    display_name: str | None,
+    skip_recipients: tuple[str, ...],
+    date: str | None = None,
+    new_id: str | None = None,
 ) -> Prepared:
     m = re.search(rb"\r?\n\r?\n", raw)
     if m is None:
@@ -344,14 +362,14 @@ def _prepare_fast(
     if not rcpts:
         raise BadMessage("the message has no valid recipient address in To, Cc or Bcc")
     rcpts = [r for r in rcpts if r not in skip_recipients]
-    out = [_fold(n, v) for n, v in fields if n.lower() != "bcc"]
+    out = [_fold(n, v) for n, v in fields if n.lower() not in ("bcc", "deferred-delivery")]
     if "from" not in present:
         out.append(_from_line(display_name, sender))
     if "date" not in present:
-        out.append(_date_line(email.utils.formatdate(localtime=True)))
+        out.append(_date_line(date or email.utils.formatdate(localtime=True)))
     if "message-id" not in present:
         domain = sender.rpartition("@")[2] or None
-        message_id = email.utils.make_msgid(domain=domain)
+        message_id = new_id or email.utils.make_msgid(domain=domain)
         if _msgid_is_plain(domain):
             out.append(b"Message-ID: " + message_id.encode("ascii") + b"\r\n")
         else:

@@ -258,7 +258,7 @@ class Sender:
                 return 0.0
             # A flush covers what the cap lets go now; the first message that
             # must wait ends it, so it never fires later in a burst.
-            self._flush = self._flush and due <= now
+            self._flush = self._flush and self._pacing.flushing(now, due, self.last_send)
             if not self._flush:
                 units = job.units if due > now else None
                 self._blocking.note(now, units, self._pacing, ob.ledger, len(ob), job.lane)

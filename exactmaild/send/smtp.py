@@ -57,6 +57,7 @@ class SmtpConnection:
         self.timeout = timeout
         self.local_hostname = local_hostname
         self._conn: smtplib.SMTP | None = None
+        self.step = "connect"  # how far connect() got: the step a failure belongs to
         self._tls_contexts = TlsContexts()  # one per SmtpConnection: one per configuration
 
     def _tls(self) -> ssl.SSLContext:
@@ -72,10 +73,10 @@ class SmtpConnection:
         if self._conn is not None:
             return
         s = self.server
-        step = "connect"
+        self.step = step = "connect"
         try:
             if s.security == "tls":
-                step = "TLS"
+                self.step = step = "TLS"
                 conn: smtplib.SMTP = smtplib.SMTP_SSL(
                     s.host,
                     s.port,
@@ -94,7 +95,7 @@ class SmtpConnection:
                 conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn.ehlo()
             if s.security == "starttls":
-                step = "STARTTLS"
+                self.step = step = "STARTTLS"
                 if not conn.has_extn("starttls"):
                     conn.close()
                     raise TemporaryFailure(
@@ -103,7 +104,7 @@ class SmtpConnection:
                     )
                 conn.starttls(context=self._tls())
                 conn.ehlo()
-            step = "login"
+            self.step = step = "login"
             try:
                 self._login(conn)
             except SecretError:
@@ -387,13 +388,3 @@ class Transaction:
         """Give it up before `end()`: drop the connection; the server discards it."""
         self._held = None
         self._owner._drop()
-
-
-def test_login(server: Server, credentials: Credentials, *, timeout: float = 20.0) -> str:
-    """Connect, secure and log in without sending anything; returns the greeting summary."""
-    sender = SmtpConnection(server, credentials, timeout=timeout)
-    sender.connect()
-    try:
-        return f"logged in to {server.host}:{server.port} ({server.security})"
-    finally:
-        sender.close()

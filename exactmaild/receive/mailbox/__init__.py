@@ -21,7 +21,9 @@ are `exactmaild.receive.mailbox.common.Adapter`; the adapters add only the comma
 
 from __future__ import annotations
 
+import ast
 import ipaddress
+import re
 import socket
 import ssl
 from collections.abc import Callable
@@ -77,6 +79,7 @@ class Mailbox(Protocol):
 
     key: str
     fetches: int  # messages fetched in full on this connection (tests assert on it)
+    arrived: float | None  # the server's INTERNALDATE of the last fetched message (IMAP)
 
     def connect(self, on_step: OnStep | None = None) -> None:
         """DNS, TCP connect, TLS (or STARTTLS/STLS), login; raises MailboxFailure/LoginFailure."""
@@ -159,7 +162,23 @@ def wrap_tls(
             "self-signed certificate, set incoming.tls_ca_file to it; check that "
             "incoming.host is the name on the certificate",
         ) from exc
-    except (ssl.SSLError, OSError) as exc:
+    except ssl.SSLError as exc:
+        sock.close()
+        if exc.reason in ("WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNKNOWN_PROTOCOL"):
+            # The server's plain-text greeting, read as a TLS record.
+            raise MailboxFailure(
+                "TLS",
+                f"{host} port {port} answered in plain text, not TLS ({exc.reason}): the "
+                "port speaks STARTTLS or no encryption, but incoming.security is tls: set "
+                "incoming.security: starttls, or incoming.port to the implicit-TLS port "
+                "(IMAP 993, POP3 995)",
+            ) from exc
+        raise MailboxFailure(
+            "TLS",
+            f"TLS handshake with {host} port {port} failed ({exc}): check that "
+            "incoming.security matches the port (tls: 993/995, starttls: 143/110)",
+        ) from exc
+    except OSError as exc:
         sock.close()
         raise MailboxFailure(
             "TLS",
@@ -184,11 +203,27 @@ def xoauth2(username: str, token: str) -> str:
     return f"user={username}\x01auth=Bearer {token}\x01\x01"
 
 
+_BYTES_REPR = re.compile(r"\bb'(?:[^'\\]|\\.)*'|\bb\"(?:[^\"\\]|\\.)*\"")
+
+
+def _unrepr(m: re.Match[str]) -> str:
+    # A bytes repr inside a message (imaplib's "command error: BAD [b'...']").
+    try:
+        value = ast.literal_eval(m.group(0))
+    except (ValueError, SyntaxError):
+        return m.group(0)
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else m.group(0)
+
+
 def describe(exc: BaseException) -> str:
     """A short, log-safe description of an unexpected protocol or socket error."""
     if isinstance(exc, TimeoutError | socket.timeout):
         return "timed out waiting for the server"
-    text = str(exc) or type(exc).__name__
+    # imaplib raises its errors with the server's bytes (`b'[AUTHENTICATIONFAILED] ...'`).
+    text = " ".join(
+        a.decode("utf-8", "replace") if isinstance(a, bytes) else str(a) for a in exc.args
+    )
+    text = _BYTES_REPR.sub(_unrepr, text) or type(exc).__name__
     return text if len(text) < 300 else text[:300] + "..."
 
 

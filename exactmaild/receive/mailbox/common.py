@@ -95,6 +95,9 @@ class Adapter(Generic[C]):
         self.log = log
         self.key = self._position_key()
         self.fetches = 0
+        # When the server took in the message fetched last (IMAP's
+        # INTERNALDATE), for the receive latency; None where unknown (POP3).
+        self.arrived: float | None = None
         self._client: C | None = None
 
     # -- protocol hooks ----------------------------------------------------------

@@ -248,16 +248,22 @@ class IMAPMailbox(Adapter[_IMAP4]):
 
     def _fetch(self, uid: int) -> bytes | None:
         try:
-            typ, data = self._conn().uid("FETCH", str(uid), "(BODY.PEEK[])")
+            typ, data = self._conn().uid("FETCH", str(uid), "(INTERNALDATE BODY.PEEK[])")
         except _WIRE_ERRORS as exc:
             raise MailboxFailure("fetch", f"fetching UID {uid} failed ({describe(exc)})") from exc
         if typ != "OK":
             raise MailboxFailure("fetch", f"fetching UID {uid} refused: {data!r}")
         self.fetches += 1
-        for item in data:
+        for i, item in enumerate(data):
             if isinstance(item, tuple) and b"BODY[]" in item[0]:
                 m = _UID_RE.search(item[0])
                 if m is None or int(m.group(1)) == uid:
+                    # INTERNALDATE: when the server took the message in (the
+                    # receive latency's start); before or after the literal.
+                    tail = data[i + 1] if i + 1 < len(data) else b""
+                    self.arrived = _internaldate(
+                        bytes(item[0]) + (tail if isinstance(tail, bytes) else b"")
+                    )
                     return bytes(item[1])
         return None
 
