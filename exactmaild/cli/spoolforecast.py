@@ -27,10 +27,12 @@ def forecast_from_disk(
     paused_until: float | None = None,
     storage_ok: bool = True,
     flush: bool = False,
+    quota: bool = False,
 ) -> Forecast:
     """The forecast of the spool's queue as it stands: new/ oldest first,
     deferred/ by next try, later/ by the time in each message's
-    Deferred-Delivery header, each weighed and in its lane as the sender has it."""
+    Deferred-Delivery header, each weighed and in its lane as the sender has
+    it. `quota`: the pause is for the provider's own quota."""
     from exactmaild.outbox.later import head_of
     from exactmaild.send.blocking import pacing_of
     from exactmaild.send.weights import units_of
@@ -72,4 +74,5 @@ def forecast_from_disk(
         paused_until=paused_until,
         storage_ok=storage_ok,
         flush=flush,
+        quota=quota,
     )

@@ -117,6 +117,7 @@ def collect(cfg: Config, now: float | None = None, *, flush: bool = False) -> di
         paused_until=pause_until if paused else None,
         storage_ok=storage_error is None,
         flush=flush,
+        quota=meta.get("pause_kind") == "provider_quota",
     )
     return {
         "daemon_running": running,
@@ -145,6 +146,7 @@ def collect(cfg: Config, now: float | None = None, *, flush: bool = False) -> di
         "paused": paused,
         "pause_reason": meta.get("pause_reason") if paused else None,
         "pause_until": pause_until if paused else None,
+        "pause_kind": meta.get("pause_kind") if paused else None,
         "storage_error": storage_error,
         "blocked_by": f.blocked_by,
         "resumes_at": f.resumes_at,
@@ -274,6 +276,8 @@ def blocked_text(s: dict[str, Any], tz: ZoneInfo, now: float) -> str | None:
         return f"daily limit reached, resets {when}"
     if why == "paused":
         return f"paused: {s['pause_reason']}, next try {when}"
+    if why == "provider_quota":
+        return f"provider quota reached, resumes {when}"
     if why == "storage":
         return f"storage problem: {s['storage_error']}"
     return None

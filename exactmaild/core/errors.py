@@ -103,16 +103,33 @@ class ConfigError(ExactmailError):
 
 
 class TemporaryFailure(ExactmailError):
-    """Failed for now; retrying later may succeed (4xx, timeouts, resets)."""
+    """Failed for now; retrying later may succeed (4xx, timeouts, resets).
+
+    `reply` is the server's reply code and enhanced status ("451 4.3.0")
+    when a reply caused it: the same reply on message after message says the
+    server, not the message, is in trouble.
+    """
 
     exit_code = EX_TEMPFAIL
+
+    def __init__(self, message: str = "", *, reply: str | None = None) -> None:
+        super().__init__(message)
+        self.reply = reply
 
 
 class AccountFailure(TemporaryFailure):
     """The account itself is blocked (bad login, quota, rate limit).
 
     Not the message's fault: the whole queue pauses and nothing is failed.
+    `kind` says how long for: "provider_quota" waits until the provider's
+    limit window frees; every other kind ("refused", "throttled",
+    "rate_limited", "auth_disabled", "mailbox_full", "server_trouble") steps
+    through send.account_pause.
     """
+
+    def __init__(self, message: str = "", *, reply: str | None = None, kind: str = "refused"):
+        super().__init__(message, reply=reply)
+        self.kind = kind
 
 
 class UnknownOutcome(TemporaryFailure):

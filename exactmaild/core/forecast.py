@@ -35,8 +35,8 @@ from exactmaild.core.picks import Picks
 from exactmaild.core.picks import Waiting as Waiting  # callers import it from here
 from exactmaild.core.schedule import ceiling_floor, is_open, next_open, next_send_time
 
-Blocker = Literal["window", "limit", "paused", "storage"]
-BLOCKERS: tuple[Blocker, ...] = ("window", "limit", "paused", "storage")
+Blocker = Literal["window", "limit", "paused", "storage", "provider_quota"]
+BLOCKERS: tuple[Blocker, ...] = ("window", "limit", "paused", "storage", "provider_quota")
 
 
 @dataclass(frozen=True)
@@ -129,12 +129,14 @@ def blocked(
     pacing: Pacing,
     paused_until: float | None = None,
     storage_ok: bool = True,
+    quota: bool = False,
     lane: Lane = "normal",
 ) -> tuple[Blocker | None, float | None]:
     """What stops the next message (of `units`; None: nothing waits) from going
     at `now`, and when that ends (None: not known).
 
-    Storage trouble and the account pause hold everything back. The window
+    Storage trouble and the account pause hold everything back (`quota`: the
+    pause is for the provider's own quota, "provider_quota"). The window
     and the cap only matter for a message that is waiting; the window is
     named first, since it is what ends later in the usual case (the cap
     reached at 16:00 resets at midnight, the window opens at 08:00). The
@@ -145,7 +147,7 @@ def blocked(
     if not storage_ok:
         return "storage", None
     if paused_until is not None and now < paused_until:
-        return "paused", paused_until
+        return ("provider_quota" if quota else "paused"), paused_until
     if units is None:
         return None, None
     open_now = pacing.any_time(lane) or is_open(now, pacing.tz, pacing.days, pacing.window)
@@ -168,6 +170,7 @@ def forecast(
     paused_until: float | None = None,
     storage_ok: bool = True,
     flush: bool = False,
+    quota: bool = False,
 ) -> Forecast:
     """The expected send time of every message in `queue`, as the sender will go.
 
@@ -177,7 +180,7 @@ def forecast(
     time, ties by name, as `outbox.scheduled` lets them in). `flush`: as right
     after `exactmaild flush`: retries are due now, the pause is lifted, and
     what fits the cap now goes now; the rest is paced (a flush does not
-    bring mail for later forward).
+    bring mail for later forward). `quota`: the pause is the provider's quota.
     """
     led = copy.deepcopy(ledger)
     picks = Picks(queue, now, flush)
@@ -192,6 +195,7 @@ def forecast(
         pacing=pacing,
         paused_until=paused_until,
         storage_ok=storage_ok,
+        quota=quota,
         lane="normal" if first is None else first.lane,
     )
     if not storage_ok:

@@ -5,8 +5,9 @@ Like Mailman's switchboard, the queue's operations are its lifecycle:
 - `arrived()` takes in what producers drop into `new/` (mail for later: `outbox.later`);
 - `next_due()` reads the message to send next (lane by lane: the earliest
   due retry, else the oldest in `new/`), `reject()` fails one that cannot be sent;
-- `claim()` takes it for sending and returns the `Claim` whose steps (reserve, then sent / deferred /
-  held / failed / given back) move the file and write the state together;
+- `claim()` takes it for sending and returns the `Claim` whose steps
+  (reserve, then sent / deferred / held / failed / given back) move the file
+  and write the state together;
 - `settle()` and `tidy()` finish what the overlap leaves waiting.
 It owns the spool renames (through `Spool`), the state store's rows of a
 send and its history record (`record`), the queue index and the ledger:

@@ -69,16 +69,20 @@ class Forecaster:
         pacing: Pacing,
         last_send: float | None,
         paused_until: float | None,
+        *,
+        quota: bool = False,
     ) -> Snapshot:
-        """`levels` with the forecast of `queue` from `now` added."""
+        """`levels` with the forecast of `queue` from `now` added (`quota`: the
+        pause is for the provider's own quota)."""
         with self._lock:
             ok = levels.storage_ok
-            key = (tuple(queue), len(ledger), ledger.used(now), pacing, last_send, paused_until, ok)
+            key = (tuple(queue), len(ledger), ledger.used(now), pacing, last_send, paused_until,
+                   ok, quota)  # fmt: skip
             f = self._made
             stale = f is None or (f.next_send_at is not None and now > f.next_send_at)
             if key != self._key or stale:
                 f = forecast(now, ledger, queue, pacing, last_send=last_send,
-                             paused_until=paused_until, storage_ok=ok)  # fmt: skip
+                             paused_until=paused_until, storage_ok=ok, quota=quota)  # fmt: skip
                 by_name = {w.name: w for w in queue}
                 self._key, self._made = key, f
                 self._first = by_name[f.sends[0][0]] if f.sends else None
@@ -86,7 +90,7 @@ class Forecaster:
             first = self._first
             why, until = blocked(now, ledger=ledger, units=None if first is None else first.units,
                                  pacing=pacing,
-                                 paused_until=paused_until, storage_ok=ok,
+                                 paused_until=paused_until, storage_ok=ok, quota=quota,
                                  lane=first.lane if first else "normal")  # fmt: skip
             return dataclasses.replace(
                 levels,
@@ -103,6 +107,8 @@ class Forecaster:
         ledger: Ledger,
         pacing: Pacing,
         paused_until: float | None,
+        *,
+        quota: bool = False,
     ) -> Snapshot:
         """`levels` with what blocks sending now, but no forecast times (a
         backlog too long to forecast at every look: `exactmaild status` does)."""
@@ -112,7 +118,7 @@ class Forecaster:
         lane: Lane = next((ln for ln in LANES if ln in waiting), "normal")
         why, until = blocked(now, ledger=ledger, units=units, pacing=pacing,
                              paused_until=paused_until, storage_ok=levels.storage_ok,
-                             lane=lane)  # fmt: skip
+                             quota=quota, lane=lane)  # fmt: skip
         with self._lock:
             self._key, self._made = None, None
         return dataclasses.replace(levels, blocked_by=why, resumes_at=until)

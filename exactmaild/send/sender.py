@@ -19,7 +19,6 @@ only through `flush()`, `apply()`, `stop()`, `set_external()` and `snapshot()`.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import sqlite3
@@ -28,18 +27,16 @@ from collections.abc import Callable
 
 from exactmaild.config.model import Config
 from exactmaild.core.clock import Clock, SystemClock
-from exactmaild.core.errors import (
-    AccountFailure,
-)
+from exactmaild.core.errors import AccountFailure, PermanentFailure, TemporaryFailure
 from exactmaild.core.forecast import Pacing
 from exactmaild.core.log import Log
-from exactmaild.core.pause import AccountPause
 from exactmaild.core.states import NEW
 from exactmaild.outbox import Outbox, Queued, Snapshot, Spool, is_storage_problem
 from exactmaild.send.blocking import Blocking, Forecaster, pacing_of
 from exactmaild.send.inflight import InFlight, Verdict
 from exactmaild.send.jobs import Job, Lookahead, read_signature, too_big
 from exactmaild.send.outcomes import Outcomes, SendMetrics
+from exactmaild.send.pausing import Pausing
 from exactmaild.send.transport import SendResult, Transaction, Transport
 from exactmaild.send.waiter import Waiter
 from exactmaild.send.weights import Weights
@@ -90,7 +87,8 @@ class Sender:
         self.signature = read_signature(cfg)
         self.last_send: float | None = None  # last attempt: what pacing counts from
         self.last_success: float | None = None
-        self.pause = AccountPause()
+        self._pausing = Pausing(state, log, metrics.send_failures)
+        self.pause = self._pausing.pause
         self._flush = False
         self._blocking = Blocking(log)  # what holds sending back, logged when it changes
         self._weights = Weights(spool, state)
@@ -118,6 +116,7 @@ class Sender:
         """Start-up: the Outbox settles what a previous run left behind."""
         self.outbox.recover()
         self.last_send = self.last_success = self.state.last_sent()
+        self._pausing.forget_stored()  # a new run starts unpaused
 
     # -- control from the main thread --------------------------------------------------
 
@@ -132,7 +131,7 @@ class Sender:
         """Send what the cap lets go now: no delay, no window; the rest stays paced."""
         with self._lock:
             self._flush = True
-            self.pause.lift()
+            self._pausing.lift()
             self._jobs.ready = None
             self.outbox.retry_all_now()
         self.wake()
@@ -148,6 +147,7 @@ class Sender:
                 # A new server or account: the old connection must not carry on.
                 self.transport.close()
                 self.transport = self._transport_factory(cfg)
+                self._pausing.lift()  # fixed, perhaps: try it at once
             self._jobs.ready = None
         self.wake()
 
@@ -186,10 +186,10 @@ class Sender:
             self._weights.keep_only({w.name for w in queue})
             ledger = copy.deepcopy(self.outbox.ledger) if whole else self.outbox.ledger
             pacing, last = self._pacing, self.last_send
-            until = self.pause.until if levels.paused else None
+            until, q = self.pause.until if levels.paused else None, self._pausing.quota
             if not whole:  # what blocks sending, without the times
-                return self._forecaster.blocked_only(levels, now, ledger, pacing, until)
-        return self._forecaster(levels, now, ledger, queue, pacing, last, until)
+                return self._forecaster.blocked_only(levels, now, ledger, pacing, until, quota=q)
+        return self._forecaster(levels, now, ledger, queue, pacing, last, until, quota=q)
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -374,25 +374,23 @@ class Sender:
         return InFlight.follow(self.outbox, job, log, now, tx)
 
     def _settle(self, f: InFlight, verdict: Verdict) -> None:
+        steps = self._cfg.send.account_pause
         if isinstance(verdict, AccountFailure):
-            self._pause(str(verdict), f.now)
+            with self._lock:  # the ledger: when the provider's quota frees
+                self._pausing.refused(verdict, f.now, steps, self.outbox.ledger)
+            self._flush = False  # the flush lifted the pause; it must not outlast it
+            self.transport.close()
             f.claim.give_back(str(verdict))
             return
         if isinstance(verdict, SendResult):
             self.last_success = self.clock.time()
-            if streak := self.pause.resumed():
-                self.log.info("sending_resumed", paused_for=streak)
+            self._pausing.succeeded()
+        elif isinstance(verdict, PermanentFailure):
+            self._pausing.other()
         self._outcomes.settle(self._cfg, f.claim, verdict, f.job.prepared, f.now, f.log)
-
-    def _pause(self, reason: str, now: float) -> None:
-        first = not self.pause.streak or reason != self.pause.reason
-        # The reason before the pause itself: the main loop publishes the two
-        # together as soon as it sees the pause.
-        wait = self.pause.refused(reason, now, self._cfg.send.account_pause)
-        self._flush = False  # the flush lifted the pause; it must not outlast it
-        self.metrics.send_failures.labels("account").inc()
-        if first:
-            self.log.error("sending_paused", reason=reason, retry_in=wait)
-        self.transport.close()
-        with contextlib.suppress(OSError, sqlite3.Error):
-            self.state.put(pause_reason=reason, pause_until=str(self.pause.until))
+        # Deferred: the same reply to message after message pauses the account.
+        # (The connection stays: a message begun with this one's dot goes on.)
+        if isinstance(verdict, TemporaryFailure) and self._pausing.temporary(
+            verdict, f.job.queued.name, f.now, steps
+        ):
+            self._flush = False  # the flush lifted the pause; it must not outlast it

@@ -29,7 +29,7 @@ from exactmaild.core.errors import (
     TemporaryFailure,
     UnknownOutcome,
 )
-from exactmaild.send.replies import classify_reply, is_account_reply, no_recipient
+from exactmaild.send.replies import classify_reply, is_account_reply, login_refused, no_recipient
 from exactmaild.send.transport import Replies, SendResult
 from exactmaild.send.wire import payload, quoteaddr, text_of
 
@@ -122,10 +122,8 @@ class SmtpConnection:
                 if self.credentials.method == "oauth2"
                 else "check the password file or the account's SMTP AUTH setting"
             )
-            raise AccountFailure(
-                f"{s.host} refused the login for {self.credentials.username}: "
-                f"{exc.smtp_code} {text_of(exc.smtp_error)} ({hint})"
-            ) from None
+            code, text = exc.smtp_code, text_of(exc.smtp_error)
+            raise login_refused(code, text, s.host, self.credentials.username, hint) from None
         except ssl.SSLCertVerificationError as exc:
             raise TemporaryFailure(
                 f"TLS with {s.host}:{s.port} failed: the certificate is not trusted "
