@@ -112,15 +112,19 @@ def scrape(port: int) -> str:
 
 
 def metric(text: str, name: str, labels: str = "") -> float | None:
-    """The value of one sample in a Prometheus text exposition."""
-    want = f"{name}{{{labels}}}" if labels else name
+    """The value of a sample in a Prometheus text exposition: summed over the
+    labels not given (as PromQL's `sum`), None if no sample matches."""
+    want = {p for p in labels.split(",") if p}
+    found = None
     for line in text.splitlines():
         if line.startswith("#"):
             continue
         key, _, value = line.rpartition(" ")
-        if key == want:
-            return float(value)
-    return None
+        base, _, rest = key.partition("{")
+        have = {p for p in rest.rstrip("}").split(",") if p and not p.endswith('=""')}
+        if base == name and want <= have:
+            found = (found or 0.0) + float(value)
+    return found
 
 
 def message(n: int, to: str = "patient{n}@example.org", **headers: str) -> bytes:

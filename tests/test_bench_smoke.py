@@ -34,6 +34,7 @@ RUNS: dict[str, list[str]] = {
     "imap_idle": ["--deliveries", "3", "--seconds", "2"],
     "receive": ["--old", "50", "--small", "10", "--new", "3", "--repeat", "1"],
     "forecast": ["--sizes", "100,1000", "--repeat", "1"],
+    "lanes": ["--n", "200", "--repeat", "1"],
     "later": ["--n", "200", "--k", "20", "--repeat", "1"],
     "wan": ["--n", "5", "--n-slow", "3", "--delay-ms", "5", "--no-download", "--timeout", "30"],
     "fleet": ["--accounts", "2", "--seconds", "2", "--messages", "1", "--every", "1m"],

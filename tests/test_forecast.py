@@ -1,13 +1,16 @@
 """forecast: when each waiting message goes, and what blocks sending now.
 
-The simulation runs the sending thread's step loop (pick, ask
-`next_send_time`, wait for the due time or the next retry or message for
-later, send, read the next one ahead; mail for later joins the back of the
-new messages when the sender looks for its next message) on an injected
-clock over weeks that cross a DST change and several cap resets, and
-compares it send by send, to the second, with the
-forecast made at the start and again after every send. Tables pin the blocked
-reasons and the flush.
+The simulation runs the sending thread's step loop (pick lane by lane, ask
+`next_send_time`, wait for the due time, a higher lane's retry or the next
+message for later, send, read the next one ahead; mail for later joins the
+back of its own lane when the sender looks for its next message) on an
+injected clock over weeks that cross a DST change and several cap resets,
+under a rate ceiling or none, and compares it send by send, to the second,
+with the forecast made at the start and again after every send. It also
+checks the lanes' promises on every run: the cap holds in every window,
+urgent mail is never behind normal or bulk mail (nor normal behind bulk),
+and with an urgent reserve of N, N urgent sends stay possible until the
+cap. Tables pin the blocked reasons and the flush.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from hypothesis import strategies as st
 
 from exactmaild.core.forecast import Pacing, Waiting, blocked, forecast, transition
 from exactmaild.core.hours import ALL_DAYS, Weekday, Window
+from exactmaild.core.lanes import LANES, RANK, Lane
 from exactmaild.core.limits import LIMIT_WINDOWS, Ledger, LimitWindow, local_instant, wall_clock
 from exactmaild.core.schedule import next_send_time
 from tests.helpers import at
@@ -67,6 +71,9 @@ def cases(draw: st.DrawFn) -> Case:
         tz=tz,
         days=days,
         window=window,
+        urgent_reserve=draw(st.integers(0, allowance - 1)),
+        urgent_any_time=draw(st.booleans()),
+        min_gap=draw(st.sampled_from([0.0, 0.0, 6.0, 60.0])),  # send.max_per_minute
     )
     earlier = tuple(start - s for s in draw(st.lists(st.integers(1, 86400), max_size=allowance)))
     # Enough messages for several limit windows: the run crosses the DST change.
@@ -79,7 +86,8 @@ def cases(draw: st.DrawFn) -> Case:
             retry = start + draw(st.integers(-3600, 3 * 86400))
         elif kind == 1:  # mail for later (a time in the past means now)
             scheduled = start + draw(st.integers(-3600, 3 * 86400))
-        queue.append(Waiting(f"m{i:03d}", units, retry, scheduled))
+        lane: Lane = draw(st.sampled_from(LANES))
+        queue.append(Waiting(f"m{i:03d}", units, retry, lane, scheduled_at=scheduled))
     paused = start + draw(st.integers(1, 7200)) if draw(st.integers(0, 3)) == 0 else None
     dst = local_instant(change_day, dt.time(12), tz)
     kind = draw(st.sampled_from(LIMIT_WINDOWS))
@@ -99,7 +107,15 @@ def run_sender(c: Case) -> list[tuple[str, float]]:
     p = c.pacing
     ledger = ledger_of(c)
     units = {w.name: w.units for w in c.queue}
-    new = deque(w.name for w in c.queue if w.retry_at is None and w.scheduled_at is None)
+    lane = {w.name: w.lane for w in c.queue}
+    new = {
+        ln: deque(
+            w.name
+            for w in c.queue
+            if w.retry_at is None and w.scheduled_at is None and w.lane == ln
+        )
+        for ln in LANES
+    }
     later = sorted((w.scheduled_at, w.name) for w in c.queue if w.scheduled_at is not None)
     retry = {w.name: w.retry_at for w in c.queue if w.retry_at is not None}
     last_send = max(c.earlier, default=None)
@@ -107,26 +123,38 @@ def run_sender(c: Case) -> list[tuple[str, float]]:
     ready: str | None = None
     sends: list[tuple[str, float]] = []
 
-    def first(now: float) -> str | None:
-        due = [(t, n) for n, t in retry.items() if t <= now]
-        if due:
-            return min(due)[1]
-        return new[0] if new else None
+    def first(now: float, lanes: tuple[Lane, ...] = LANES) -> str | None:
+        for ln in lanes:
+            due = [(t, n) for n, t in retry.items() if t <= now and lane[n] == ln]
+            if due:
+                return min(due)[1]
+            if new[ln]:
+                return new[ln][0]
+        return None
+
+    def let_in(now: float) -> None:  # Later.release_due(): to the back of its lane
+        while later and later[0][0] <= now:
+            name = later.pop(0)[1]
+            new[lane[name]].append(name)
 
     def still_next(name: str, now: float) -> bool:
-        return (new[0] == name) if name in new else retry.get(name, math.inf) <= now
+        # Mail of a higher lane that arrived or came due meanwhile goes first.
+        let_in(now)
+        if first(now, LANES[: RANK[lane[name]]]) is not None:
+            return False
+        q = new[lane[name]]
+        return (q[0] == name) if name in q else retry.get(name, math.inf) <= now
 
     def look(now: float) -> str | None:
         """Outbox.next_due(): what came due in later/ joins new/, then the pick."""
-        while later and later[0][0] <= now:
-            new.append(later.pop(0)[1])
+        let_in(now)
         return first(now)
 
     def wake() -> float:  # Outbox.next_retry_time(): a retry or mail for later
         return min([*retry.values(), *(t for t, _ in later)], default=math.inf)
 
     for _ in range(100_000):
-        if not (new or retry or later):
+        if not (any(new.values()) or retry or later):
             return sends
         if c.paused_until is not None and clock < c.paused_until:
             clock = c.paused_until
@@ -147,21 +175,28 @@ def run_sender(c: Case) -> list[tuple[str, float]]:
             tz=p.tz,
             days=p.days,
             window=p.window,
+            keep=p.keep(lane[job]),
+            any_time=p.any_time(lane[job]),
+            min_gap=p.min_gap,
         )
         if math.isinf(due):
             sends.append((job, due))  # failed as too large: never sent
         elif due > clock:
             ready = job
-            nxt = wake()
+            # It wakes for a retry of a higher lane or for mail for later
+            # (which may be of a higher lane): either may go first.
+            higher = LANES[: RANK[lane[job]]]
+            nxt = min((t for n, t in retry.items() if lane[n] in higher), default=math.inf)
+            nxt = min([nxt, *(t for t, _ in later)])
             clock = due if nxt <= clock else min(due, nxt)
             continue
         else:
-            assert ledger.can_send(clock, units[job])
+            assert ledger.can_send(clock, units[job], p.keep(lane[job]))
             ledger.record(clock, units[job])
             sends.append((job, clock))
             last_send = clock
-        if job in new:
-            new.remove(job)
+        if job in new[lane[job]]:
+            new[lane[job]].remove(job)
         retry.pop(job, None)
         ready = look(clock)  # read ahead while the server reads this one
     raise AssertionError("the simulated sender did not finish")
@@ -203,6 +238,43 @@ def test_forecast_agrees_with_the_sends_send_by_send(c: Case) -> None:
     days = {wall_clock(t, c.pacing.tz).date() for t in finite}
     if len(days) > 1:
         event("the cap reset mid-queue")
+
+
+@settings(max_examples=300, deadline=None)
+@given(c=cases())
+def test_lanes_keep_their_promises(c: Case) -> None:
+    sends = run_sender(c)
+    by_name = {w.name: w for w in c.queue}
+    n = c.pacing.urgent_reserve
+    ledger, urgent = ledger_of(c), Ledger(c.kind, c.pacing.tz, c.allowance)
+    for k, (name, t) in enumerate(sends):
+        if math.isinf(t):
+            continue
+        w = by_name[name]
+        ledger.record(t, w.units)
+        if w.lane == "urgent":
+            urgent.record(t, w.units)
+        # The cap holds in every window; normal and bulk leave the reserve.
+        assert ledger.used(t) <= c.allowance
+        if w.lane != "urgent":
+            assert ledger.used(t) <= c.allowance - n
+        # Nothing of a higher lane that could go was behind this one.
+        later = {m for m, _ in sends[k + 1 :]}
+        for v in c.queue:
+            # A retry once its time came; mail for later once it was let in.
+            ready = (v.retry_at is None or v.retry_at <= t) and (
+                v.scheduled_at is None or v.scheduled_at <= t
+            )
+            if v.name in later and ready and RANK[v.lane] < RANK[w.lane]:
+                raise AssertionError(f"{v.lane} {v.name} went after {w.lane} {name}")
+        # N urgent sends stay possible until the cap: what normal and bulk
+        # used leaves at least N (less the urgent sends made) in the window,
+        # unless sends from before the run (made under no reserve) used it.
+        if ledger_of(c).used(t) == 0:
+            assert ledger.remaining(t) >= n - urgent.used(t)
+            event("urgent reserve checked")
+    if n and any(w.lane == "urgent" for w in c.queue):
+        event("a reserve with urgent mail")
 
 
 def test_forecast_crosses_dst_and_a_cap_reset() -> None:

@@ -106,7 +106,7 @@ def test_the_scheduled_index_lets_in_what_is_due_earliest_first() -> None:
     idx.set("d", 40.0)  # superseded
     assert idx.next_time() == 10.0
     assert idx.pop_due(5.0) == []
-    assert idx.pop_due(20.0) == ["c", "a", "b"]
+    assert idx.pop_due(20.0) == [("c", "normal"), ("a", "normal"), ("b", "normal")]
     idx.retain({"x"})
     assert len(idx) == 0 and idx.next_time() == float("inf")
 
@@ -176,3 +176,42 @@ def test_cancel_and_hold_take_a_scheduled_message_out_of_the_index(tmp_path: Pat
     spool.release(b)
     box.arrived([b])
     assert _due(box, T0 + 200) == b
+
+
+# -- with priority lanes ---------------------------------------------------------------
+
+
+def test_mail_for_later_joins_the_back_of_its_own_lane(tmp_path: Path) -> None:
+    """Let in at its time, an urgent message goes before the normal mail
+    queued all along, and before the urgent mail that arrives after it; a
+    held normal message gives way to it, as to an urgent arrival."""
+    clock = Clock(T0)
+    box, spool, _ = _outbox(tmp_path, clock)
+    normal = spool.submit(message(1))
+    soon = spool.submit(message(2, Deferred_Delivery=stamp(T0 + 60), Priority="urgent"))
+    box.arrived([normal, soon])
+    q = box.next_due(T0, 1 << 20)
+    assert q is not None and q.name == normal
+    assert box.still_next(q, T0 + 59)
+    assert box.next_retry_time(above="normal") == T0 + 60  # the held send wakes for it
+    assert not box.still_next(q, T0 + 60)  # let in at its time, into the urgent lane
+    urgent = spool.submit(message(3, Priority="urgent"))
+    box.arrived([urgent])
+    assert _due(box, T0 + 61) == soon
+    box.claim(box.next_due(T0 + 61, 1 << 20), Log())  # type: ignore[arg-type]
+    assert _due(box, T0 + 61) == urgent
+    box.claim(box.next_due(T0 + 61, 1 << 20), Log())  # type: ignore[arg-type]
+    assert _due(box, T0 + 61) == normal
+
+
+def test_a_restart_keeps_the_lane_of_mail_for_later(tmp_path: Path) -> None:
+    clock = Clock(T0)
+    box, spool, store = _outbox(tmp_path, clock)
+    bulk = spool.submit(message(1, Deferred_Delivery=stamp(T0 + 60), Precedence="bulk"))
+    normal = spool.submit(message(2, Deferred_Delivery=stamp(T0 + 120)))
+    box.arrived([bulk, normal])
+    store.close()
+    box2, _, _ = _outbox(tmp_path, clock)  # `later/` read again at start-up
+    levels = box2.snapshot(T0, daily_limit=10, last_send=None, paused=False, weigh=lambda n, s: 1)
+    assert {w.name: w.lane for w in levels.waiting} == {bulk: "bulk", normal: "normal"}
+    assert _due(box2, T0 + 120) == normal  # both let in; the bulk one waits behind

@@ -78,7 +78,7 @@ def metric_names(expr: str) -> set[str]:
 
 def test_metric_name_lexer() -> None:
     expr = (
-        'sum without (state) (exactmaild_queue_messages{state=~"queued|deferred"}) '
+        'sum without (state, lane) (exactmaild_queue_messages{state=~"queued|deferred"}) '
         "> on (instance, job) exactmaild_daily_limit_remaining and time() - "
         'rate(up{job="x"}[$__rate_interval]) > 26 * 3600 unless bogus_metric offset 5m'
     )
@@ -180,8 +180,12 @@ tests:
         values: '0x30'
       - series: 'exactmaild_oldest_queued_age_seconds{job="exactmaild",instance="main"}'
         values: '7200x30'
-      - series: 'exactmaild_queue_messages{job="exactmaild",instance="main",state="queued"}'
-        values: '3x30'
+      - series: >-
+          exactmaild_queue_messages{job="exactmaild",instance="main",state="queued",lane="normal"}
+        values: '2x30'
+      - series: >-
+          exactmaild_queue_messages{job="exactmaild",instance="main",state="queued",lane="urgent"}
+        values: '1x30'
       - series: 'exactmaild_queue_messages{job="exactmaild",instance="main",state="deferred"}'
         values: '0x30'
       - series: 'exactmaild_oldest_queued_age_seconds{job="exactmaild",instance="branch"}'

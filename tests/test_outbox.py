@@ -14,7 +14,7 @@ import pytest
 from exactmaild.config.model import Send
 from exactmaild.core.limits import DAY
 from exactmaild.outbox import Claim, Outbox, OutOfOrder, Phase, Spool
-from exactmaild.outbox.outbox import ATTEMPTS_KEPT
+from exactmaild.outbox.pruning import ATTEMPTS_KEPT
 from exactmaild.store.state import StateStore
 from tests.helpers import message
 

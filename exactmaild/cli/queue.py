@@ -158,15 +158,16 @@ def cmd_queue(args: argparse.Namespace) -> int:
 
 
 def _list(cfg: Config, spool: Spool, *, as_json: bool) -> int:
-    """The queue in send order (due retries and new mail as the sender takes
-    them, then held and failed), each waiting one with its expected send time
-    from the forecast `status` shows."""
+    """The queue in send order (lane by lane, urgent first, due retries and
+    new mail as the sender takes them, then held and failed), each with its
+    lane and each waiting one with its expected send time from the forecast
+    `status` shows."""
     import datetime as dt
     import math
     import time
     from zoneinfo import ZoneInfo
 
-    from exactmaild.cli.status import forecast_from_disk
+    from exactmaild.cli.spoolforecast import forecast_from_disk
     from exactmaild.core.limits import Ledger
     from exactmaild.core.states import LATER, PUBLIC_NAME, REPORTED
     from exactmaild.outbox.later import time_of
@@ -209,6 +210,7 @@ def _list(cfg: Config, spool: Spool, *, as_json: bool) -> int:
             {
                 "id": e.queue_id,
                 "state": PUBLIC_NAME[e.state],
+                "lane": spool.lane(e.queue_id, e.state),
                 "size": e.size,
                 "queued_at": iso(e.mtime),
                 "tries": info.tries if info else 0,
@@ -240,7 +242,7 @@ def _list(cfg: Config, spool: Spool, *, as_json: bool) -> int:
                 if math.isinf(t)
                 else f"  sends {_at(t, tz, now)}"
             )
-        print(f"{r['id']}  {r['state']:<9} {r['size']:>9} B{sends}{extra}")
+        print(f"{r['id']}  {r['state']:<9} {r['lane']:<6} {r['size']:>9} B{sends}{extra}")
     return EX_OK
 
 

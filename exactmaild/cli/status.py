@@ -5,7 +5,8 @@ from the daemon's memory), so the answer is the same whether the daemon runs,
 has crashed, or was never started. The forecast (`core.forecast`, the same
 arithmetic that paces real sends) says what blocks sending now, when that
 ends, when the next send goes and when the queue will have gone;
-`queue list` takes each message's expected time from `forecast_from_disk()`.
+`queue list` takes each message's expected time from the same forecast
+(`cli.spoolforecast`).
 
 `exit_code()` follows the monitoring-plugins convention, so Nagios or
 Icinga can run `exactmaild status` as a check: 0 OK, 1 WARNING (sending
@@ -17,15 +18,15 @@ carries the same verdict in `state` and exits 0 whenever it could answer.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import math
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from exactmaild.cli.lanes import lanes_json, lanes_text
+from exactmaild.cli.spoolforecast import forecast_from_disk
 from exactmaild.config.model import Config
-from exactmaild.core.forecast import Forecast, Pacing, Waiting, forecast
 from exactmaild.core.hours import ALL_DAYS
 from exactmaild.core.limits import Ledger
 from exactmaild.core.pacing import format_seconds
@@ -48,63 +49,6 @@ TIME_FIELDS = (
     "next_send_at",
     "queue_done_at",
 )
-
-
-def forecast_from_disk(
-    cfg: Config,
-    now: float,
-    ledger: Ledger,
-    infos: dict[str, MessageInfo],
-    *,
-    last_send: float | None,
-    paused_until: float | None = None,
-    storage_ok: bool = True,
-    flush: bool = False,
-    quota: bool = False,
-) -> Forecast:
-    """The forecast of the spool's queue as it stands: new/ oldest first,
-    deferred/ by next try, later/ by the time in each message's
-    Deferred-Delivery header, each message weighed as the sender weighs it."""
-    from exactmaild.outbox.later import time_of
-    from exactmaild.send.weights import units_of
-
-    queue: list[Waiting] = []
-    if cfg.spool.dir.is_dir():
-        spool = Spool(cfg.spool.dir, create=False)
-        counts = cfg.send.limit_counts
-
-        def units(state: str, name: str) -> int:
-            if counts == "messages":
-                return 1
-            info = infos.get(name)
-            with contextlib.suppress(OSError, ValueError):
-                raw = spool.read(state, name, cfg.spool.max_message_size)
-                return units_of(raw, counts, info.done_rcpts if info else ())
-            return 1
-
-        queue = [Waiting(n, units("new", n)) for n in spool.queued_oldest_first()]
-        with contextlib.suppress(FileNotFoundError):
-            for n in spool.names("deferred"):
-                info = infos.get(n)
-                retry = info.next_try if info and info.next_try else now
-                queue.append(Waiting(n, units("deferred", n), retry))
-        with contextlib.suppress(FileNotFoundError):  # a spool from before mail for later
-            for n in spool.names("later"):
-                at = time_of(spool, "later", n)
-                queue.append(Waiting(n, units("later", n), scheduled_at=now if at is None else at))
-    send, sched = cfg.send, cfg.schedule
-    pacing = Pacing(send.delay, send.immediately, ledger.tz, sched.days, sched.window, send.min_gap)
-    return forecast(
-        now,
-        ledger,
-        queue,
-        pacing,
-        last_send=last_send,
-        paused_until=paused_until,
-        storage_ok=storage_ok,
-        flush=flush,
-        quota=quota,
-    )
 
 
 def collect(cfg: Config, now: float | None = None, *, flush: bool = False) -> dict[str, Any]:
@@ -208,6 +152,8 @@ def collect(cfg: Config, now: float | None = None, *, flush: bool = False) -> di
         "resumes_at": f.resumes_at,
         "next_send_at": f.next_send_at,
         "queue_done_at": f.queue_done_at,
+        "lanes": lanes_json(f, tz),
+        "_lanes": f.lanes,
         "forecast_messages": sum(1 for _, t in f.sends if math.isfinite(t)),
         "sendable_now": (k := f.going_now(now, cfg.send.min_gap)),
         "_later": [t for _, t in f.sends[k:] if math.isfinite(t)],
@@ -393,6 +339,8 @@ def render(s: dict[str, Any], *, color: bool = False) -> str:
         lines.append(
             f"          all {n} sent by {_when(s['queue_done_at'], tz, now)}, at {rate(s)}"
         )
+    if lanes := lanes_text(s["_lanes"], tz, now):
+        lines.append("          " + lanes)
     if s["oldest_queued_at"]:
         age = max(1, round(now - s["oldest_queued_at"]))
         lines.append(f"          oldest waiting {format_seconds(age)}")

@@ -101,6 +101,9 @@ def summary(cfg: Config) -> str:
         row("rate ceiling", ceiling)
     row("daily limit", f"{s.daily_limit} {s.limit_counts} per {per}")
     row("reserve", f"{s.reserve} (kept back for mail sent elsewhere)")
+    if s.urgent_reserve or s.urgent_any_time:
+        anytime = ", and it may go outside the window" if s.urgent_any_time else ""
+        row("urgent", f"the last {s.urgent_reserve} sends kept for urgent mail{anytime}")
     row("allowance", f"{s.allowance} sends per {per}, a hard cap")
     row("safe rate", plan(s.daily_limit, hours, s.reserve).describe())
     row(

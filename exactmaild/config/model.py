@@ -110,6 +110,9 @@ class Send:
     limit_window: Literal["calendar_day", "rolling_24h"] = "calendar_day"
     limit_counts: Literal["messages", "recipients"] = "messages"
     reserve: int = 0
+    # The last N sends of the allowance are kept for urgent mail (core.lanes).
+    urgent_reserve: int = 0
+    urgent_any_time: bool = False  # urgent mail may go outside schedule.window
     # A ceiling on the rate, whatever the pacing (immediately and flush
     # included): at most this many sends in any minute. None: no ceiling.
     max_per_minute: int | None = None

@@ -59,6 +59,8 @@ SEND_KEYS = (
     "limit_window",
     "limit_counts",
     "reserve",
+    "urgent_reserve",
+    "urgent_any_time",
     "max_per_minute",
     "retry_intervals",
     "give_up_after",

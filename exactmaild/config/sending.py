@@ -49,6 +49,14 @@ def send_section(
             f"must be at least 0 and below daily_limit ({limit}), got {reserve}",
         )
         reserve_ok = False
+    urgent_reserve = c.get(m, "urgent_reserve", conv.as_int, 0)
+    if urgent_reserve < 0 or (limit_ok and reserve_ok and urgent_reserve >= limit - reserve):
+        c.problem(
+            m.key_line("urgent_reserve"),
+            m.sub("urgent_reserve"),
+            f"must be at least 0 and below daily_limit - reserve ({limit - reserve}), "
+            f"got {urgent_reserve}: normal and bulk mail need some of the allowance",
+        )
     hours = schedule.window.hours if schedule.window else 24.0
 
     delay = DEFAULT_DELAY
@@ -130,6 +138,8 @@ def send_section(
             ),
         ),
         reserve=reserve,
+        urgent_reserve=max(0, urgent_reserve),
+        urgent_any_time=c.get(m, "urgent_any_time", conv.as_bool, False),
         max_per_minute=max_per_minute,
         retry_intervals=retry_intervals or Send.retry_intervals,
         give_up_after=c.get(m, "give_up_after", conv.positive_duration, Send.give_up_after),

@@ -1,14 +1,18 @@
 """The forecast: when each waiting message will go, and what holds sending back now.
 
 It runs the sending thread's own decisions forward on a copy of the ledger:
-the same pick (a due retry first, else the oldest new message, chosen when
-the previous send went; mail for later joins the back of the new messages
-when its time comes), the same `next_send_time()` (delay, opening hours,
-days, the cap and its limit window, DST included), the account pause, and
-each forecast send counted in the copy as the real one would be. So the
-forecast is what the daemon will do if every send is accepted and nothing
-new arrives; later arrivals queue behind and never move an earlier
-message's time.
+the same pick (`queue send-now` first, then lane by lane, urgent to bulk:
+a due retry first, else the oldest new message, chosen when the previous
+send went; a retry of a higher lane coming due meanwhile goes first; mail
+for later joins the back of its own lane when its time comes), the same
+`next_send_time()` (delay, the rate ceiling, opening hours, days, the cap
+and its limit window, DST included, the urgent reserve and
+`urgent_any_time`), the account pause, and each forecast send counted in
+the copy as the real one would be. So the forecast is what the daemon will
+do if every send is accepted and nothing new arrives; later arrivals of
+the same or a lower lane queue behind and never move an earlier message's
+time (urgent mail arriving later goes ahead of normal and bulk mail, as it
+should).
 
 `blocked()` says what stops sending at an instant and when that ends; the
 sender logs its transitions and `status` shows it. Pure: every call takes
@@ -18,16 +22,17 @@ sender logs its transitions and `status` shows it. Pure: every call takes
 from __future__ import annotations
 
 import copy
-import heapq
 import math
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 from zoneinfo import ZoneInfo
 
 from exactmaild.core.hours import Weekday, Window
+from exactmaild.core.lanes import LANES, Lane, kept_back
 from exactmaild.core.limits import Ledger
+from exactmaild.core.picks import Picks
+from exactmaild.core.picks import Waiting as Waiting  # callers import it from here
 from exactmaild.core.schedule import ceiling_floor, is_open, next_open, next_send_time
 
 Blocker = Literal["window", "limit", "paused", "storage", "provider_quota"]
@@ -44,11 +49,28 @@ class Pacing:
     days: tuple[Weekday, ...]
     window: Window | None
     min_gap: float = 0.0  # the rate ceiling: 60 s / send.max_per_minute
+    urgent_reserve: int = 0
+    urgent_any_time: bool = False
+
+    def keep(self, lane: Lane) -> int:
+        """What a message of `lane` must leave of the allowance."""
+        return kept_back(lane, self.urgent_reserve)
+
+    def any_time(self, lane: Lane) -> bool:
+        """Whether a message of `lane` may go outside the hours."""
+        return self.urgent_any_time and lane == "urgent"
 
     def due(
-        self, now: float, *, last_send: float | None, flush: bool, ledger: Ledger, units: int
+        self,
+        now: float,
+        *,
+        last_send: float | None,
+        flush: bool,
+        ledger: Ledger,
+        units: int,
+        lane: Lane = "normal",
     ) -> float:
-        """When a send of `units` may go (`next_send_time` with these settings)."""
+        """When a send of `units` in `lane` may go (`next_send_time` with these settings)."""
         return next_send_time(
             now,
             last_send=last_send,
@@ -60,6 +82,8 @@ class Pacing:
             tz=self.tz,
             days=self.days,
             window=self.window,
+            keep=self.keep(lane),
+            any_time=self.any_time(lane),
             min_gap=self.min_gap,
         )
 
@@ -67,18 +91,6 @@ class Pacing:
         """Whether a flush goes on with a send due at `due`: only the rate
         ceiling may hold it back; a wait for the cap or the hours ends it."""
         return due <= ceiling_floor(now, last_send, self.min_gap)
-
-
-@dataclass(frozen=True, slots=True)
-class Waiting:
-    """A message waiting to be sent: its queue id, what it counts against the
-    limit, for a deferred one the time of its next try, and for mail for
-    later (`later/`) the time it joins the queue."""
-
-    name: str
-    units: int = 1
-    retry_at: float | None = None
-    scheduled_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +105,8 @@ class Forecast:
     queue_done_at: float | None
     blocked_by: Blocker | None
     resumes_at: float | None
+    # Per lane that has mail waiting: (lane, messages, when its last one goes).
+    lanes: tuple[tuple[Lane, int, float | None], ...] = ()
 
     def at(self) -> dict[str, float]:
         return dict(self.sends)
@@ -116,6 +130,7 @@ def blocked(
     paused_until: float | None = None,
     storage_ok: bool = True,
     quota: bool = False,
+    lane: Lane = "normal",
 ) -> tuple[Blocker | None, float | None]:
     """What stops the next message (of `units`; None: nothing waits) from going
     at `now`, and when that ends (None: not known).
@@ -125,7 +140,9 @@ def blocked(
     and the cap only matter for a message that is waiting; the window is
     named first, since it is what ends later in the usual case (the cap
     reached at 16:00 resets at midnight, the window opens at 08:00). The
-    delay between sends and a retry's time are pacing, not a block.
+    delay between sends and a retry's time are pacing, not a block. `lane`
+    (the next message's): the urgent reserve holds normal and bulk mail back
+    as the cap does, and `urgent_any_time` lets urgent mail past the window.
     """
     if not storage_ok:
         return "storage", None
@@ -133,11 +150,13 @@ def blocked(
         return ("provider_quota" if quota else "paused"), paused_until
     if units is None:
         return None, None
-    if not pacing.immediately and not is_open(now, pacing.tz, pacing.days, pacing.window):
+    open_now = pacing.any_time(lane) or is_open(now, pacing.tz, pacing.days, pacing.window)
+    if not pacing.immediately and not open_now:
         opens = next_open(now, pacing.tz, pacing.days, pacing.window)
         return "window", None if math.isinf(opens) else opens
-    if ledger.fits_at_all(units) and not ledger.can_send(now, units):
-        return "limit", ledger.next_allowed(now, units)
+    keep = pacing.keep(lane)
+    if ledger.fits_at_all(units, keep) and not ledger.can_send(now, units, keep):
+        return "limit", ledger.next_allowed(now, units, keep)
     return None, None
 
 
@@ -164,20 +183,11 @@ def forecast(
     bring mail for later forward). `quota`: the pause is the provider's quota.
     """
     led = copy.deepcopy(ledger)
-    new: deque[Waiting] = deque()
-    retries: list[tuple[float, int, Waiting]] = []
-    later: list[tuple[float, str, Waiting]] = []
-    for i, w in enumerate(queue):
-        if w.scheduled_at is not None:
-            heapq.heappush(later, (w.scheduled_at, w.name, w))
-        elif w.retry_at is None:
-            new.append(w)
-        else:
-            heapq.heappush(retries, (min(w.retry_at, now) if flush else w.retry_at, i, w))
+    picks = Picks(queue, now, flush)
     if flush:
         paused_until = None
-    _let_in(now, later, new)
-    first = _first(now, new, retries, later)
+    picks.let_in(now)
+    first = picks.peek(now)
     why, until = blocked(
         now,
         ledger=led,
@@ -186,23 +196,27 @@ def forecast(
         paused_until=paused_until,
         storage_ok=storage_ok,
         quota=quota,
+        lane="normal" if first is None else first.lane,
     )
     if not storage_ok:
         return Forecast((), None, None, why, until)
     t = now if paused_until is None else max(now, paused_until)
     last = last_send
     sends: list[tuple[str, float]] = []
-    while new or retries or later:
+    while picks:
         # Picked as the sender picks: when the previous send went.
-        _let_in(t, later, new)
-        if retries and retries[0][0] <= t:
-            w = heapq.heappop(retries)[2]
-        elif new:
-            w = new.popleft()
-        else:
-            t = min(retries[0][0] if retries else math.inf, later[0][0] if later else math.inf)
+        w = picks.take(t)
+        if w is None:
+            t = picks.next_time()
             continue
-        due = pacing.due(t, last_send=last, flush=flush, ledger=led, units=w.units)
+        due = pacing.due(t, last_send=last, flush=flush, ledger=led, units=w.units, lane=w.lane)
+        # A retry (or mail for later) of a higher lane that comes due
+        # meanwhile goes first: the sender drops the message it was holding.
+        r = None if math.isinf(due) else picks.higher_due(w, due)  # inf: failed at once
+        if r is not None:
+            picks.put_back(w)
+            t = r
+            continue
         sends.append((w.name, due))
         if math.isinf(due):
             continue  # failed by the sender as too large, or no day is open
@@ -218,30 +232,22 @@ def forecast(
         max(finite) if finite else None,
         why,
         until,
+        _by_lane(queue, sends),
     )
 
 
-def _let_in(t: float, later: list[tuple[float, str, Waiting]], new: deque[Waiting]) -> None:
-    """Mail for later whose time has come joins the back of the new messages."""
-    while later and later[0][0] <= t:
-        new.append(heapq.heappop(later)[2])
-
-
-def _first(
-    now: float,
-    new: deque[Waiting],
-    retries: list[tuple[float, int, Waiting]],
-    later: list[tuple[float, str, Waiting]],
-) -> Waiting | None:
-    """The message the sender would pick at `now` (or wait for, if only
-    retries or mail for later wait: whichever comes due first)."""
-    if retries and retries[0][0] <= now:
-        return retries[0][2]
-    if new:
-        return new[0]
-    if retries and (not later or retries[0][0] <= later[0][0]):
-        return retries[0][2]
-    return later[0][2] if later else None
+def _by_lane(
+    queue: Sequence[Waiting], sends: list[tuple[str, float]]
+) -> tuple[tuple[Lane, int, float | None], ...]:
+    lane = {w.name: w.lane for w in queue}
+    count = dict.fromkeys(LANES, 0)
+    done: dict[Lane, float | None] = dict.fromkeys(LANES)
+    for name, t in sends:
+        ln = lane[name]
+        count[ln] += 1
+        if math.isfinite(t):
+            done[ln] = max(t, done[ln] or t)
+    return tuple((ln, count[ln], done[ln]) for ln in LANES if count[ln])
 
 
 def transition(

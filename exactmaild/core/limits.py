@@ -118,7 +118,9 @@ class Ledger:
     `units` messages or recipients, as `limit_counts` says; a send whose units
     exceed the whole allowance can never go (`fits_at_all()` is False,
     `next_allowed()` is math.inf), and the caller should fail that message
-    rather than wait.
+    rather than wait. `keep` (the questions' last argument) is what a send
+    must leave unused: a normal or bulk message leaves `urgent_reserve`
+    (`core.lanes.kept_back()`), so only urgent mail reaches the cap.
     """
 
     def __init__(self, kind: LimitWindow, tz: ZoneInfo, allowance: int) -> None:
@@ -253,33 +255,35 @@ class Ledger:
         """Allowance left in the window containing `now`, never below 0."""
         return max(0, self._allowance - self.used(now))
 
-    def fits_at_all(self, units: int = 1) -> bool:
+    def fits_at_all(self, units: int = 1, keep: int = 0) -> bool:
         """Whether a send of `units` could ever go: False means fail it, don't wait."""
         _check_units(units)
-        return units <= self._allowance
+        return units <= self._allowance - keep
 
-    def can_send(self, now: float, units: int = 1) -> bool:
-        """Whether a send of `units` at `now` keeps the window within the allowance."""
-        return self.fits_at_all(units) and self.used(now) + units <= self._allowance
+    def can_send(self, now: float, units: int = 1, keep: int = 0) -> bool:
+        """Whether a send of `units` at `now` keeps the window within the
+        allowance, `keep` of it left unused."""
+        return self.fits_at_all(units, keep) and self.used(now) + units <= self._allowance - keep
 
-    def next_allowed(self, now: float, units: int = 1) -> float:
+    def next_allowed(self, now: float, units: int = 1, keep: int = 0) -> float:
         """Earliest instant >= `now` at which a send of `units` fits; math.inf if never.
 
         calendar_day: `now`, or the start of the next window with room.
         rolling_24h: `now`, or when enough of the counted sends have aged out.
         """
-        if not self.fits_at_all(units):
+        if not self.fits_at_all(units, keep):
             return math.inf
+        limit = self._allowance - keep
         if self.kind == "calendar_day":
             t = now
             # Terminates: past the last recorded send a window holds at most
             # the external figure, which only applies to one window.
-            while not self.can_send(t, units):
+            while not self.can_send(t, units, keep):
                 end = self._window(t)[1]
                 t = end if end > t else math.nextafter(t, math.inf)
             return t
         external = self._external_at(now)
-        excess = self._own_used(now) + external + units - self._allowance
+        excess = self._own_used(now) + external + units - limit
         if excess <= 0:
             return now
         t = self._aged_out(now, excess)
@@ -291,7 +295,7 @@ class Ledger:
             return t
         # Our own sends cannot make room while the webmail figure counts:
         # wait for it to lapse, and for whatever of ours is still in the way.
-        own_excess = self._own_used(now) + units - self._allowance
+        own_excess = self._own_used(now) + units - limit
         own_t = now if own_excess <= 0 else self._aged_out(now, own_excess)
         return max(external_ends, own_t)
 

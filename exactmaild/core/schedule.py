@@ -112,6 +112,8 @@ def next_send_time(
     tz: ZoneInfo,
     days: tuple[Weekday, ...],
     window: Window | None,
+    keep: int = 0,
+    any_time: bool = False,
     min_gap: float = 0.0,
 ) -> float:
     """When the next message, of `units`, may go: an instant >= `now`, or math.inf.
@@ -126,17 +128,24 @@ def next_send_time(
     included: no send comes sooner than that after `last_send`. math.inf
     means never: the message is larger than the whole allowance, or no day
     is open.
+
+    `keep`: what this message must leave of the allowance (the urgent
+    reserve, for a normal or bulk message). `any_time`: the hours do not
+    apply (urgent mail with `urgent_any_time`); the delay, the ceiling and
+    the cap do.
     """
     if delay < 0 or min_gap < 0:
         raise ValueError("delay and min_gap must be 0 or more")
-    if not ledger.fits_at_all(units):
+    if not ledger.fits_at_all(units, keep):
         return math.inf
     floor = ceiling_floor(now, last_send, min_gap)
-    if flush and ledger.can_send(floor, units):
+    if flush and ledger.can_send(floor, units, keep):
         return floor
     if immediately:
-        return ledger.next_allowed(floor, units)
+        return ledger.next_allowed(floor, units, keep)
     t = now if last_send is None else max(now, last_send + max(delay, min_gap))
+    if any_time:
+        return ledger.next_allowed(t, units, keep)
     # Each constraint can push past another (the cap resets at midnight,
     # outside a 08:00-17:00 window), so move forward until all hold at once.
     # Every round ends in a later window or a later cap reset, so a handful
@@ -145,7 +154,7 @@ def next_send_time(
         opened = next_open(t, tz, days, window)
         if math.isinf(opened):
             return math.inf
-        allowed = ledger.next_allowed(opened, units)
+        allowed = ledger.next_allowed(opened, units, keep)
         if allowed == opened:
             return opened
         t = allowed

@@ -133,10 +133,16 @@ class _LevelCollector(Collector):
             max(0.0, s.window_reset_seconds),
         )
         q = GaugeMetricFamily(
-            "exactmaild_queue_messages", "Spool depth by state.", labels=["state"]
+            "exactmaild_queue_messages",
+            "Spool depth by state; waiting mail (queued, deferred) also by lane.",
+            labels=["state", "lane"],
         )
         for state in (PUBLIC_NAME[s] for s in REPORTED):
-            q.add_metric([state], s.queue.get(state, 0))
+            by_lane = [(lane, n) for (st, lane), n in s.lanes.items() if st == state]
+            # Held, failed and active mail has no lane: an empty label, which
+            # Prometheus stores as the same series as before lanes existed.
+            for lane, n in by_lane or [("", s.queue.get(state, 0))]:
+                q.add_metric([state, lane], n)
         yield q
         yield gauge(
             "exactmaild_oldest_queued_age_seconds",

@@ -13,7 +13,8 @@ can still be cancelled or held. Its time lives in the message itself
   daemon was stopped, or a missed event) is checked when its turn comes:
   the sender reads it then anyway, and it goes to `later/` instead;
 - when its time comes it is renamed back into `new/` and joins the back of
-  the queue like a message arriving then, paced and capped as any other.
+  its own priority lane (read with its time) like a message arriving then,
+  paced and capped as any other.
 
 A crash between two of these steps leaves the file in `new/` or `later/`
 with its header: never lost, never sent before its time.
@@ -24,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 
 from exactmaild.core.errors import BadMessage
+from exactmaild.core.lanes import Lane, lane_of
 from exactmaild.core.later import HEAD_LIMIT, deferred_until
 from exactmaild.core.log import Log
 from exactmaild.core.states import LATER, NEW, State
@@ -33,19 +35,29 @@ from exactmaild.outbox.spool import Spool
 
 def time_of(spool: Spool, state: State, name: str) -> float | None:
     """A spooled message's Deferred-Delivery time (None: none, or unreadable)."""
+    return head_of(spool, state, name)[0]
+
+
+def head_of(spool: Spool, state: State, name: str) -> tuple[float | None, Lane]:
+    """A spooled message's Deferred-Delivery time (None: none, or unreadable)
+    and its priority lane, from one read of its header section."""
     try:
-        return deferred_until(spool.read(state, name, HEAD_LIMIT))
-    except (OSError, BadMessage):
-        return None
+        raw = spool.read(state, name, HEAD_LIMIT)
+    except OSError:
+        return None, "normal"
+    try:
+        return deferred_until(raw), lane_of(raw)
+    except BadMessage:
+        return None, lane_of(raw)
 
 
 def recover(spool: Spool, index: QueueIndex, now: float) -> None:
-    """Start-up: the time of each message in `later/`, from its header (only
-    `later/` is read). One without a readable time is due now: the sender
-    meets (and fails, with the reason) whatever is wrong with it."""
+    """Start-up: the time and lane of each message in `later/`, from its
+    header (only `later/` is read). One without a readable time is due now:
+    the sender meets (and fails, with the reason) whatever is wrong with it."""
     for name in spool.names(LATER):
-        at = time_of(spool, LATER, name)
-        index.later.set(name, now if at is None else at)
+        at, lane = head_of(spool, LATER, name)
+        index.later.set(name, now if at is None else at, lane)
 
 
 def _iso(ts: float) -> str:
@@ -72,7 +84,8 @@ class Later:
         for sending (then a failed rename is raised, never sent early);
         without it (an arrival) the header section is read here."""
         try:
-            at = deferred_until(raw if raw is not None else self.spool.read(NEW, name, HEAD_LIMIT))
+            head = raw if raw is not None else self.spool.read(NEW, name, HEAD_LIMIT)
+            at = deferred_until(head)
         except (OSError, BadMessage):
             return False  # the sender meets it, and fails it with the reason
         if at is None or at <= now:
@@ -86,21 +99,21 @@ class Later:
                 raise  # the sender's storage handling: it must not go now
             return False  # an arrival: checked again when its turn comes
         self.index.new.discard(name)
-        self.index.later.set(name, at)
+        self.index.later.set(name, at, lane_of(head))  # its lane when it comes due
         self.log.info("scheduled", queue_id=name, at=_iso(at))
         return True
 
     def release_due(self, now: float) -> None:
-        """Move what has come due back into `new/`, at the back of the queue."""
-        for name in self.index.later.pop_due(now):
+        """Move what has come due back into `new/`, at the back of its lane."""
+        for name, lane in self.index.later.pop_due(now):
             try:
                 self.spool.move(name, LATER, NEW)
             except FileNotFoundError:
                 continue  # cancelled or held meanwhile
             except OSError:
-                self.index.later.set(name, now)  # still there: again at the next look
+                self.index.later.set(name, now, lane)  # still there: again at the next look
                 raise
-            self.index.new.append(name)
+            self.index.new.append(name, lane)
             self.log.info("schedule_reached", queue_id=name)
 
     def next_time(self) -> float:

@@ -31,6 +31,8 @@ class Snapshot:
     remaining: int
     window_reset_seconds: float
     queue: dict[str, int] = field(default_factory=dict)  # state -> count
+    # Waiting messages by (state, lane): queued and deferred, urgent/normal/bulk.
+    lanes: dict[tuple[str, str], int] = field(default_factory=dict)
     oldest_queued_age_seconds: float = 0.0
     last_send_timestamp: float | None = None
     last_receive_check_timestamp: float | None = None
@@ -50,22 +52,28 @@ Weigh = Callable[[str, State], int]
 
 
 def waiting(index: QueueIndex, weigh: Weigh) -> list[Waiting]:
-    """The queue as the sender will take it: new messages oldest first,
-    deferred ones with their next try, scheduled ones with their time;
-    `weigh` gives each one's units."""
-    # `queue send-now` puts messages first whatever their state: they go as
-    # the head of the new mail does.
+    """The queue as the sender will take it: new messages lane by lane, oldest
+    first, deferred ones with their next try and scheduled ones with their
+    time, each with its lane; `weigh` gives each one's units."""
+    # `queue send-now` puts messages first whatever their state and lane.
     first = index.asked_first()
-    queue = [Waiting(n, weigh(n, NEW if n in index.new else DEFERRED)) for n in first]
+    queue = []
+    for n in first:
+        src: State = NEW if n in index.new else DEFERRED
+        queue.append(Waiting(n, weigh(n, src), lane=index.lane(n, src), first=True))
     skip = set(first)
-    queue += [Waiting(n, weigh(n, NEW)) for n in index.new.names() if n not in skip]
+    for lane, fifo in index.new.lanes.items():
+        queue += [Waiting(n, weigh(n, NEW), lane=lane) for n in fifo.names() if n not in skip]
+    for lane, retries in index.deferred.lanes.items():
+        queue += [
+            Waiting(n, weigh(n, DEFERRED), retries.get(n), lane=lane)
+            for n in retries.names()
+            if n not in skip
+        ]
+    later = index.later
     queue += [
-        Waiting(n, weigh(n, DEFERRED), index.deferred.get(n))
-        for n in index.deferred.names()
-        if n not in skip
-    ]
-    queue += [
-        Waiting(n, weigh(n, LATER), scheduled_at=index.later.get(n)) for n in index.later.names()
+        Waiting(n, weigh(n, LATER), scheduled_at=later.get(n), lane=later.lane(n))
+        for n in later.names()
     ]
     return queue
 
@@ -110,6 +118,7 @@ def measure(
         remaining=ledger.remaining(now),
         window_reset_seconds=ledger.reset_at(now) - now,
         queue=queue,
+        lanes={(PUBLIC_NAME[st], lane): n for (st, lane), n in index.counts().items()},
         oldest_queued_age_seconds=max(0.0, oldest),
         last_send_timestamp=last_send,
         paused=paused,

@@ -3,11 +3,11 @@
 Like Mailman's switchboard, the queue's operations are its lifecycle:
 - `recover()` at start-up settles what a previous run left in `active/`;
 - `arrived()` takes in what producers drop into `new/` (mail for later: `outbox.later`);
-- `next_due()` reads the message to send next (the earliest due retry,
-  else the oldest in `new/`), `reject()` fails one that cannot be sent;
-- `claim()` takes it for sending (its Message-ID and Date written in for
-  good) and returns the `Claim` whose steps (reserve, then sent / deferred /
-  held / failed / given back) move the file and write the state together;
+- `next_due()` reads the message to send next (lane by lane: the earliest
+  due retry, else the oldest in `new/`), `reject()` fails one that cannot be sent;
+- `claim()` takes it for sending and returns the `Claim` whose steps
+  (reserve, then sent / deferred / held / failed / given back) move the file
+  and write the state together;
 - `settle()` and `tidy()` finish what the overlap leaves waiting.
 It owns the spool renames (through `Spool`), the state store's rows of a
 send and its history record (`record`), the queue index and the ledger:
@@ -36,6 +36,7 @@ from zoneinfo import ZoneInfo
 
 from exactmaild.config.model import Send
 from exactmaild.core.clock import Clock
+from exactmaild.core.lanes import Lane
 from exactmaild.core.limits import DAY, Ledger
 from exactmaild.core.log import Log
 from exactmaild.core.states import ACTIVE, DEFERRED, FAILED, NEW, State
@@ -43,17 +44,13 @@ from exactmaild.outbox.claim import Claim, Phase, Queued, Settlement
 from exactmaild.outbox.index import QueueIndex
 from exactmaild.outbox.later import Later
 from exactmaild.outbox.levels import Snapshot, Weigh, measure
+from exactmaild.outbox.pruning import PRUNE_EVERY, prune
 from exactmaild.outbox.record import Recorder
 from exactmaild.outbox.recovery import rebuild_index, settle_active
 from exactmaild.outbox.requests import Requests
 from exactmaild.outbox.spool import Spool, valid_name
 from exactmaild.outbox.storage import StorageTrouble, is_storage_problem
 from exactmaild.store.state import StateStore
-
-# Attempts older than this are pruned: every limit window, the Sent-folder
-# count and crash recovery look back two days at most.
-ATTEMPTS_KEPT = 7 * DAY
-PRUNE_EVERY = 3600.0
 
 
 class Outbox:
@@ -76,7 +73,7 @@ class Outbox:
         # Held while the ledger changes: the main thread reads it for levels.
         self._lock = lock or threading.RLock()
         self.ledger = Ledger(send.limit_window, ZoneInfo(timezone), send.allowance)
-        self._index = QueueIndex()
+        self._index = QueueIndex(spool.lane)  # each message's lane read once, on arrival
         self._later = Later(spool, self._index, log)  # mail for later
         self._ignored: set[str] = set()  # non-files already logged once
         self._unrecorded: Claim | None = None  # accepted; its record waits
@@ -128,18 +125,8 @@ class Outbox:
         if now < self._next_prune:
             return
         self._next_prune = now + PRUNE_EVERY
-        # A day of margin: a clock stepped back across midnight still finds
-        # the sends of the window it lands in.
-        with self._lock:
-            self.ledger.prune(now - DAY)
-        try:
-            self.store.prune_attempts(now - ATTEMPTS_KEPT)
-            if gone := self.store.prune_history(now - self.history_days * DAY):
-                self.log.info("history_pruned", records=gone, history_days=self.history_days)
-        except (OSError, sqlite3.Error) as exc:
-            if not is_storage_problem(exc):
-                raise
-            self._next_prune = now  # try again at the next step
+        if not prune(self.ledger, self._lock, self.store, self.log, now, self.history_days):
+            self._next_prune = now  # storage trouble: try again at the next step
 
     # -- the queue ----------------------------------------------------------------------
 
@@ -160,8 +147,9 @@ class Outbox:
             elif valid_name(name) and self._later.arrived(name, self.clock.time()):
                 self.log.debug("noticed", queue_id=name)
 
-    def next_retry_time(self) -> float:  # or of the next message for later
-        return min(self._index.deferred.next_time(), self._later.next_time())
+    def next_retry_time(self, above: Lane | None = None) -> float:
+        """The next retry (`above`: of the lanes before that one) or message for later."""
+        return min(self._index.deferred.next_time(above), self._later.next_time())
 
     def retry_all_now(self) -> None:
         """`flush`: every deferred message is due now."""
@@ -201,8 +189,10 @@ class Outbox:
         return None
 
     def still_next(self, q: Queued, now: float) -> bool:
-        """Whether a message read earlier is still the one to send next."""
+        """Whether a message read earlier is still the one to send next (mail
+        for later of a higher lane may have come due meanwhile)."""
         self.requests.apply(self._index, self.spool, self.store, now, self.log)
+        self._later.release_due(now)
         return self._index.is_first(q.name, q.src, now) and self.spool.is_regular(q.src, q.name)
 
     def _skip(self, name: str, src: State) -> None:

@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from exactmaild.core.lanes import HEAD_BYTES, Lane, lane_of
 from exactmaild.core.states import (
     CANCELLABLE,
     DEFERRED,
@@ -203,6 +204,24 @@ class Spool:
                 chunks.append(chunk)
                 left -= len(chunk)
             return b"".join(chunks), Born(name, st.st_ino, st.st_mtime_ns)
+        finally:
+            os.close(fd)
+
+    def lane(self, name: str, state: str) -> Lane:
+        """The priority lane a queued message's headers ask for, from its first
+        HEAD_BYTES (one read, no symlink followed): what the queue index files
+        it under when it is taken in. Unreadable: "normal", and the send path
+        meets the problem itself."""
+        try:
+            fd = os.open(
+                os.path.join(self._paths[state], name), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+            )
+        except OSError:
+            return "normal"
+        try:
+            return lane_of(os.read(fd, HEAD_BYTES))
+        except OSError:
+            return "normal"
         finally:
             os.close(fd)
 

@@ -25,6 +25,7 @@ from exactmaild.core.forecast import (
     forecast,
     transition,
 )
+from exactmaild.core.lanes import LANES, Lane
 from exactmaild.core.limits import Ledger
 from exactmaild.core.log import Log
 from exactmaild.outbox import Snapshot
@@ -33,7 +34,16 @@ from exactmaild.outbox import Snapshot
 def pacing_of(cfg: Config, ledger: Ledger) -> Pacing:
     """The pacing settings of `cfg`, in the ledger's timezone."""
     send, sched = cfg.send, cfg.schedule
-    return Pacing(send.delay, send.immediately, ledger.tz, sched.days, sched.window, send.min_gap)
+    return Pacing(
+        send.delay,
+        send.immediately,
+        ledger.tz,
+        sched.days,
+        sched.window,
+        send.min_gap,
+        urgent_reserve=send.urgent_reserve,
+        urgent_any_time=send.urgent_any_time,
+    )
 
 
 class Forecaster:
@@ -48,7 +58,7 @@ class Forecaster:
         self._lock = threading.Lock()  # read by the metrics thread and the main loop
         self._key: object = None
         self._made: Forecast | None = None
-        self._first_units: int | None = None
+        self._first: Waiting | None = None
 
     def __call__(
         self,
@@ -73,12 +83,15 @@ class Forecaster:
             if key != self._key or stale:
                 f = forecast(now, ledger, queue, pacing, last_send=last_send,
                              paused_until=paused_until, storage_ok=ok, quota=quota)  # fmt: skip
-                units = {w.name: w.units for w in queue}
+                by_name = {w.name: w for w in queue}
                 self._key, self._made = key, f
-                self._first_units = units[f.sends[0][0]] if f.sends else None
+                self._first = by_name[f.sends[0][0]] if f.sends else None
             assert f is not None
-            why, until = blocked(now, ledger=ledger, units=self._first_units, pacing=pacing,
-                                 paused_until=paused_until, storage_ok=ok, quota=quota)  # fmt: skip
+            first = self._first
+            why, until = blocked(now, ledger=ledger, units=None if first is None else first.units,
+                                 pacing=pacing,
+                                 paused_until=paused_until, storage_ok=ok, quota=quota,
+                                 lane=first.lane if first else "normal")  # fmt: skip
             return dataclasses.replace(
                 levels,
                 blocked_by=why,
@@ -100,9 +113,12 @@ class Forecaster:
         """`levels` with what blocks sending now, but no forecast times (a
         backlog too long to forecast at every look: `exactmaild status` does)."""
         units = 1 if sum(levels.queue.values()) else None
+        # The highest lane that has mail waiting goes first (send-now aside).
+        waiting = {ln for (_, ln), n in levels.lanes.items() if n}
+        lane: Lane = next((ln for ln in LANES if ln in waiting), "normal")
         why, until = blocked(now, ledger=ledger, units=units, pacing=pacing,
                              paused_until=paused_until, storage_ok=levels.storage_ok,
-                             quota=quota)  # fmt: skip
+                             quota=quota, lane=lane)  # fmt: skip
         with self._lock:
             self._key, self._made = None, None
         return dataclasses.replace(levels, blocked_by=why, resumes_at=until)
@@ -118,10 +134,16 @@ class Blocking:
         self.state = (None, None)
 
     def note(
-        self, now: float, units: int | None, pacing: Pacing, ledger: Ledger, queued: int
+        self,
+        now: float,
+        units: int | None,
+        pacing: Pacing,
+        ledger: Ledger,
+        queued: int,
+        lane: Lane = "normal",
     ) -> None:
-        """`units`: the next message's, if it must wait; None if it goes now."""
-        after = blocked(now, ledger=ledger, units=units, pacing=pacing)
+        """`units`: the next message's (of `lane`), if it must wait; None if it goes now."""
+        after = blocked(now, ledger=ledger, units=units, pacing=pacing, lane=lane)
         event = transition(self.state, after)
         self.state = after
         if event is not None:

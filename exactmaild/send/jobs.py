@@ -3,7 +3,8 @@
 Preparation (`send.message.prepare`) adds what the practice's mail needs
 (From, Message-ID, Date, the signature; Bcc stripped) and skips recipients
 that already have it; the weight is what the send counts against the daily
-limit (`send.limit_counts`: 1 per message, or 1 per recipient).
+limit (`send.limit_counts`: 1 per message, or 1 per recipient); its lane
+(`core.lanes`) is read from the same headers the queue index filed it by.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from exactmaild.config.model import Config
+from exactmaild.config.model import Config, Send
 from exactmaild.core.errors import BadMessage
+from exactmaild.core.lanes import Lane, lane_of
 from exactmaild.outbox import Born, Outbox, Queued, is_storage_problem, missing_headers
 from exactmaild.send import message as msgmod
 
@@ -24,6 +26,7 @@ class Job:
     queued: Queued
     prepared: msgmod.Prepared
     units: int
+    lane: Lane = "normal"
 
 
 def read_signature(cfg: Config) -> str | None:
@@ -48,11 +51,19 @@ def job_for(q: Queued, cfg: Config, signature: str | None, now: float) -> Job:
         message_id=stamp.message_id,
     )
     units = 1 if cfg.send.limit_counts == "messages" else len(prepared.recipients)
-    return Job(q, prepared, max(1, units))
+    return Job(q, prepared, max(1, units), lane_of(q.raw))
 
 
-def too_big(job: Job, allowance: int) -> str:
-    """Why a message larger than the whole allowance is failed, not kept waiting."""
+def too_big(job: Job, send: Send) -> str:
+    """Why a message larger than the whole allowance (less the urgent reserve,
+    for normal and bulk mail) is failed, not kept waiting."""
+    allowance, urgent_reserve = send.allowance, send.urgent_reserve
+    if job.lane != "urgent" and urgent_reserve and job.units <= allowance:
+        return (
+            f"the message counts {job.units} against the limit but a {job.lane} message "
+            f"may use only {allowance - urgent_reserve} (send.daily_limit - send.reserve "
+            "- send.urgent_reserve); split the recipients over several messages"
+        )
     return (
         f"the message counts {job.units} against the limit but the whole "
         f"allowance is {allowance} (send.daily_limit - send.reserve); "

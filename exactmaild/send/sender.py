@@ -252,21 +252,21 @@ class Sender:
             due = self._due(job, now)
             if math.isinf(due):
                 self._jobs.ready = None
-                self._reject(job.queued, too_big(job, ob.ledger.allowance))
+                self._reject(job.queued, too_big(job, self._cfg.send))
                 return 0.0
             # A flush covers what the cap lets go now; the first message that
             # must wait ends it, so it never fires later in a burst.
             self._flush = self._flush and self._pacing.flushing(now, due, self.last_send)
             if not self._flush:
                 units = job.units if due > now else None
-                self._blocking.note(now, units, self._pacing, ob.ledger, len(ob))
+                self._blocking.note(now, units, self._pacing, ob.ledger, len(ob), job.lane)
             if due > now:
                 self._jobs.ready = job
                 # The next send is a while off: don't hold the connection open for it.
                 self._close_if_idle(due - now)
-                # A retry already due waits behind the job picked before it came
-                # due: waking for it would only spin until `due`.
-                retry = ob.next_retry_time()
+                # Only a retry of a higher lane coming due takes the job's place
+                # (`Outbox.still_next()`): waking for any other would only spin.
+                retry = ob.next_retry_time(above=job.lane)
                 return (due if retry <= now else min(due, retry)) - now
             self._jobs.ready = None
         # The send itself runs without the lock: a scrape or a reload must not
@@ -282,9 +282,9 @@ class Sender:
 
     def _due(self, job: Job, now: float) -> float:
         """When `job` may go (core.schedule: pacing, hours, the cap)."""
-        ledger = self.outbox.ledger
+        ob, last = self.outbox, self.last_send
         return self._pacing.due(
-            now, last_send=self.last_send, flush=self._flush, ledger=ledger, units=job.units
+            now, last_send=last, flush=self._flush, ledger=ob.ledger, units=job.units, lane=job.lane
         )
 
     def _close_if_idle(self, idle_for: float) -> None:
