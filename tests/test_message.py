@@ -190,10 +190,10 @@ def test_fast_path_matches_slow_path(
 
 
 def test_fast_path_is_taken_for_a_plain_message() -> None:
-    from exactmaild.send import message as msgmod
+    from exactmaild.send.fastpath import prepare_fast
 
     raw = b"To: a@example.org\nSubject: hi\n\nHello\n"
-    p = msgmod._prepare_fast(raw, "r@practice.example", "Smiles Dental", ())
+    p = prepare_fast(raw, "r@practice.example", "Smiles Dental", ())
     assert p.recipients == ("a@example.org",)
     assert p.data.startswith(b"To: a@example.org\r\nSubject: hi\r\nFrom: Smiles Dental <r@practice")
     assert p.data.endswith(b"\r\n\r\nHello\r\n")

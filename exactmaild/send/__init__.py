@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING
 from exactmaild.core.lazy import lazy_attributes
 
 if TYPE_CHECKING:
-    from exactmaild.send.message import Prepared, prepare
+    from exactmaild.send.message import prepare
+    from exactmaild.send.prepared import Prepared
     from exactmaild.send.sender import Sender
     from exactmaild.send.smtp import SmtpConnection
     from exactmaild.send.transport import SendResult, Transaction, Transport
 
 _WHERE = {
-    "Prepared": "message",
+    "Prepared": "prepared",
     "prepare": "message",
     "Sender": "sender",
     "SmtpConnection": "smtp",

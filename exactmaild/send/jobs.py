@@ -19,12 +19,13 @@ from exactmaild.core.errors import BadMessage
 from exactmaild.core.lanes import Lane, lane_of
 from exactmaild.outbox import Born, Outbox, Queued, is_storage_problem, missing_headers
 from exactmaild.send import message as msgmod
+from exactmaild.send.prepared import Prepared
 
 
 @dataclass(frozen=True)
 class Job:
     queued: Queued
-    prepared: msgmod.Prepared
+    prepared: Prepared
     units: int
     lane: Lane = "normal"
 

@@ -29,7 +29,7 @@ from exactmaild.core.retry import given_up, retry_interval
 from exactmaild.outbox import Claim, Outbox
 from exactmaild.outbox.claim import AttemptStatus
 from exactmaild.send import bounces
-from exactmaild.send.message import Prepared
+from exactmaild.send.prepared import Prepared
 from exactmaild.send.transport import SendResult
 
 
