@@ -263,3 +263,33 @@ def test_flush_says_all_go_now_at_the_ceilings_pace(tmp_path: Path) -> None:
     f = Forecast((("a", 10.0), ("b", 12.0), ("c", 14.0), ("d", 300.0)), 10.0, 300.0, None, None)
     assert f.going_now(10.0, 2.0) == 3
     assert f.going_now(10.0) == 1
+
+
+@pytest.mark.parametrize(
+    ("provider", "host", "limits"),
+    [
+        ("google", "smtp.gmail.com", (2_000, "rolling_24h", "messages", None, 100)),
+        ("microsoft365", "smtp.office365.com", (10_000, "rolling_24h", "recipients", 30, 500)),
+    ],
+)
+def test_a_password_login_gets_its_providers_preset(
+    tmp_path: Path, provider: str, host: str, limits: tuple[object, ...]
+) -> None:
+    """A Gmail app password, or a tenant that still allows SMTP AUTH: the
+    same servers and the same limits as with OAuth2, and check-config says
+    they come from the preset."""
+    auth = {"method": "password", "provider": provider, "password_file": str(tmp_path / "pw")}
+    doc = {
+        "timezone": "Europe/London",
+        "account": {"address": "reception@practice.example", "auth": auth},
+        "incoming": "none",
+        "spool": {"dir": str(tmp_path / "spool")},
+        "state_dir": str(tmp_path / "state"),
+    }
+    path = tmp_path / "exactmaild.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    cfg = configload.load(path)
+    assert cfg.account.auth.method == "password"
+    assert cfg.outgoing.host == host
+    assert values(cfg) == limits
+    assert f"preset {provider}" in summary(cfg)

@@ -61,9 +61,16 @@ def _auth(c: Checker, m: Map, address: str) -> Auth:
             f"only used with method: password (method is {method}); remove it",
         )
         password_file = None
+    # The provider's preset (servers and sending limits) serves password
+    # logins too: a Gmail app password or a Microsoft 365 tenant that still
+    # allows SMTP AUTH has the same server and the same limits.
+    provider = cast(
+        Literal["microsoft365", "google", "custom"],
+        c.get(m, "provider", conv.choice("microsoft365", "google", "custom"), "custom"),
+    )
     if method != "oauth2":
         for key in OAUTH2_KEYS:
-            if m.given(key):
+            if key != "provider" and m.given(key):
                 c.problem(
                     m.key_line(key),
                     m.sub(key),
@@ -76,12 +83,9 @@ def _auth(c: Checker, m: Map, address: str) -> Auth:
                 "$CREDENTIALS_DIRECTORY/password (systemd LoadCredential=password:/path) "
                 "at run time"
             )
-        return Auth(method=method, username=username, password_file=password_file)
+        given = provider if m.given("provider") and provider != "custom" else None
+        return Auth(method=method, username=username, password_file=password_file, provider=given)
 
-    provider = cast(
-        Literal["microsoft365", "google", "custom"],
-        c.get(m, "provider", conv.choice("microsoft365", "google", "custom"), "custom"),
-    )
     preset = PRESETS.get(provider)
     token_url = c.get(m, "token_url", conv.url, None)
     if token_url is None and not m.given("token_url"):
@@ -140,7 +144,7 @@ def server_section(
     origins: Origins | None = None,
 ) -> Outgoing | Incoming | None:
     node = top.get(name)
-    preset = PRESETS.get(auth.provider or "") if auth.method == "oauth2" else None
+    preset = PRESETS.get(auth.provider or "")
     if (
         name == "incoming"
         and isinstance(node, ScalarNode)

@@ -129,7 +129,7 @@ def _build(c: Checker, root: Node) -> Config | None:
     state_dir = c.get(top, "state_dir", c.path, DEFAULT_STATE_DIR)
     account = account_section(c, top)
     auth = account.auth
-    origins = Origins(c.file, auth.provider if auth.method == "oauth2" else None)
+    origins = Origins(c.file, auth.provider)
     incoming = server_section(c, top, "incoming", auth)
     outgoing = server_section(c, top, "outgoing", auth, origins)
     assert incoming is None or isinstance(incoming, Incoming)
