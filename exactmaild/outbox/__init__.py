@@ -20,10 +20,11 @@ from exactmaild.core.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from exactmaild.outbox.claim import Claim, OutOfOrder, Phase, Queued, Settlement
-    from exactmaild.outbox.index import Fifo, RetryIndex
+    from exactmaild.outbox.index import Fifo
     from exactmaild.outbox.levels import Snapshot
     from exactmaild.outbox.outbox import Outbox
     from exactmaild.outbox.recovery import MAX_CRASH_CLAIMS
+    from exactmaild.outbox.retries import RetryIndex
     from exactmaild.outbox.spool import REASON_SUFFIX, Entry, Spool, new_queue_id, valid_name
     from exactmaild.outbox.stamp import Born, missing_headers
     from exactmaild.outbox.storage import is_storage_problem
@@ -35,7 +36,7 @@ _WHERE = {
     "Queued": "claim",
     "Settlement": "claim",
     "Fifo": "index",
-    "RetryIndex": "index",
+    "RetryIndex": "retries",
     "Snapshot": "levels",
     "MAX_CRASH_CLAIMS": "recovery",
     "Outbox": "outbox",

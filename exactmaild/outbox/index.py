@@ -21,13 +21,13 @@ the Outbox and the Spool.
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections import deque
 from collections.abc import Callable, Iterable
 
 from exactmaild.core.lanes import LANES, RANK, Lane
 from exactmaild.core.states import DEFERRED, NEW, State
+from exactmaild.outbox.retries import RetryIndex
 from exactmaild.outbox.scheduled import ScheduledIndex
 
 # Reads the lane of a queued message (name, state); the Outbox gives the Spool's.
@@ -86,50 +86,6 @@ class Fifo:
         of thousands must not remove them one by one)."""
         self._order = deque(n for n in self._order if n in names)
         self._names &= names
-
-
-class RetryIndex:
-    """Deferred messages by their next try: a heap with lazy deletion beside a
-    dict of the current times."""
-
-    def __init__(self) -> None:
-        self._at: dict[str, float] = {}
-        self._heap: list[tuple[float, str]] = []
-
-    def __len__(self) -> int:
-        return len(self._at)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._at
-
-    def names(self) -> list[str]:
-        return list(self._at)
-
-    def get(self, name: str) -> float:
-        return self._at.get(name, math.inf)
-
-    def set(self, name: str, when: float) -> None:
-        self._at[name] = when
-        heapq.heappush(self._heap, (when, name))
-
-    def discard(self, name: str) -> None:
-        self._at.pop(name, None)
-
-    def _top(self) -> tuple[float, str] | None:
-        while self._heap:
-            when, name = self._heap[0]
-            if self._at.get(name) == when:
-                return when, name
-            heapq.heappop(self._heap)  # superseded or discarded
-        return None
-
-    def next_time(self) -> float:
-        top = self._top()
-        return top[0] if top else math.inf
-
-    def first_due(self, now: float) -> str | None:
-        top = self._top()
-        return top[1] if top and top[0] <= now else None
 
 
 class LaneFifo:

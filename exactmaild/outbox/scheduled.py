@@ -10,63 +10,38 @@ Outbox (`outbox.later`), which owns the renames.
 from __future__ import annotations
 
 import heapq
-import math
 from collections.abc import Collection
 
 from exactmaild.core.lanes import Lane
+from exactmaild.outbox.retries import RetryIndex
 
 
-class ScheduledIndex:
+class ScheduledIndex(RetryIndex):
     """Names waiting in `later/`, each with its Deferred-Delivery time and
-    its priority lane (read with the time, from the same header section)."""
+    its priority lane (read with the time, from the same header section):
+    the `RetryIndex`'s heap and times, and a lane each."""
 
     def __init__(self) -> None:
-        self._at: dict[str, float] = {}
+        super().__init__()
         self._lane: dict[str, Lane] = {}
-        self._heap: list[tuple[float, str]] = []
-
-    def __len__(self) -> int:
-        return len(self._at)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._at
-
-    def names(self) -> list[str]:
-        return list(self._at)
-
-    def get(self, name: str) -> float:
-        return self._at.get(name, math.inf)
 
     def lane(self, name: str) -> Lane:
         return self._lane.get(name, "normal")
 
     def set(self, name: str, when: float, lane: Lane | None = None) -> None:
         """`name` goes at `when` (`lane`: None keeps the one it had)."""
-        self._at[name] = when
+        super().set(name, when)
         if lane is not None:
             self._lane[name] = lane
-        heapq.heappush(self._heap, (when, name))
 
     def discard(self, name: str) -> None:
-        self._at.pop(name, None)
+        super().discard(name)
         self._lane.pop(name, None)
 
     def retain(self, names: Collection[str]) -> None:
         """Keep only these (after `queue cancel` or `hold` took some away)."""
         self._at = {n: t for n, t in self._at.items() if n in names}
         self._lane = {n: ln for n, ln in self._lane.items() if n in self._at}
-
-    def _top(self) -> tuple[float, str] | None:
-        while self._heap:
-            when, name = self._heap[0]
-            if self._at.get(name) == when:
-                return when, name
-            heapq.heappop(self._heap)  # superseded or discarded
-        return None
-
-    def next_time(self) -> float:
-        top = self._top()
-        return top[0] if top else math.inf
 
     def pop_due(self, now: float) -> list[tuple[str, Lane]]:
         """Take out every name whose time has come, earliest first (ties by
@@ -77,6 +52,3 @@ class ScheduledIndex:
             del self._at[top[1]]
             due.append((top[1], self._lane.pop(top[1], "normal")))
         return due
-
-
-__all__ = ["ScheduledIndex"]
