@@ -75,18 +75,26 @@ class Later:
 
     def arrived(self, name: str, now: float) -> bool:
         """A name inotify saw arrive in `new/`: to `later/` if its time is
-        ahead, else into the queue; True if it joined the queue just now."""
-        return not self.take_in(name, now) and self.index.new.append(name)
-
-    def take_in(self, name: str, now: float, raw: bytes | None = None) -> bool:
-        """Put off a message of `new/` whose time is still ahead; True if it
-        now waits in `later/`. `raw`: the message as the sender just read it
-        for sending (then a failed rename is raised, never sent early);
-        without it (an arrival) the header section is read here."""
+        ahead, else into the queue in its lane; True if it joined the queue
+        just now. One read of its header section serves both."""
         try:
-            head = raw if raw is not None else self.spool.read(NEW, name, HEAD_LIMIT)
+            head = self.spool.read(NEW, name, HEAD_LIMIT)
+        except OSError:
+            head = b""  # the sender meets it, and fails it with the reason
+        if self._put_off(name, now, head, sending=False):
+            return False
+        return self.index.new.append(name, lane_of(head))
+
+    def take_in(self, name: str, now: float, raw: bytes) -> bool:
+        """Put off a message of `new/` the sender just read for sending
+        (`raw`) whose time is still ahead; True if it now waits in `later/`.
+        A failed rename is raised: it must never go early."""
+        return self._put_off(name, now, raw, sending=True)
+
+    def _put_off(self, name: str, now: float, head: bytes, *, sending: bool) -> bool:
+        try:
             at = deferred_until(head)
-        except (OSError, BadMessage):
+        except BadMessage:
             return False  # the sender meets it, and fails it with the reason
         if at is None or at <= now:
             return False  # a time in the past means now
@@ -95,7 +103,7 @@ class Later:
         except FileNotFoundError:
             return False  # cancelled or claimed meanwhile
         except OSError:
-            if raw is not None:
+            if sending:
                 raise  # the sender's storage handling: it must not go now
             return False  # an arrival: checked again when its turn comes
         self.index.new.discard(name)
