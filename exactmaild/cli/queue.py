@@ -167,10 +167,9 @@ def _list(cfg: Config, spool: Spool, *, as_json: bool) -> int:
     import time
     from zoneinfo import ZoneInfo
 
-    from exactmaild.cli.spoolforecast import forecast_from_disk
+    from exactmaild.cli.spoolforecast import forecast_from_disk, waiting_on_disk
     from exactmaild.core.limits import Ledger
-    from exactmaild.core.states import LATER, PUBLIC_NAME, REPORTED
-    from exactmaild.outbox.later import time_of
+    from exactmaild.core.states import PUBLIC_NAME, REPORTED
     from exactmaild.store.state import StateStore
 
     now = time.time()
@@ -189,8 +188,16 @@ def _list(cfg: Config, spool: Spool, *, as_json: bool) -> int:
             paused_until = float(until) if until and until != "None" else None
         finally:
             st.close()
+    # One read of each waiting message: its lane and time serve the rows too.
+    waiting = {w.name: w for w in waiting_on_disk(cfg, infos, now)}
     order = forecast_from_disk(
-        cfg, now, ledger, infos, last_send=last_send, paused_until=paused_until
+        cfg,
+        now,
+        ledger,
+        infos,
+        last_send=last_send,
+        paused_until=paused_until,
+        queue=list(waiting.values()),
     ).sends
     rank = {name: i for i, (name, _) in enumerate(order)}
     expected = dict(order)
@@ -206,11 +213,12 @@ def _list(cfg: Config, spool: Spool, *, as_json: bool) -> int:
     rows: list[dict[str, Any]] = []
     for e in entries:
         info = infos.get(e.queue_id)
+        w = waiting.get(e.queue_id)
         rows.append(
             {
                 "id": e.queue_id,
                 "state": PUBLIC_NAME[e.state],
-                "lane": spool.lane(e.queue_id, e.state),
+                "lane": w.lane if w else spool.lane(e.queue_id, e.state),
                 "size": e.size,
                 "queued_at": iso(e.mtime),
                 "tries": info.tries if info else 0,
@@ -218,9 +226,7 @@ def _list(cfg: Config, spool: Spool, *, as_json: bool) -> int:
                 "last_error": info.last_error if info else "",
                 "sends_at": iso(expected.get(e.queue_id)),
                 # Mail for later: the time in its Deferred-Delivery header.
-                "scheduled_at": iso(time_of(spool, LATER, e.queue_id))
-                if e.state == LATER
-                else None,
+                "scheduled_at": iso(w.scheduled_at) if w else None,
             }
         )
     if as_json:
