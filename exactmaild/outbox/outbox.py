@@ -316,9 +316,12 @@ class Outbox:
             self.store.forget_message(name)
             self._records.keep(claim, s, now)
         elif s.to == DEFERRED:
-            self._from_active(name, DEFERRED)
-            self.store.note_temporary_failure(name, now, s.error, s.retry_at)
-            self._index.deferred.set(name, s.retry_at)
+            # Under the lock a flush takes: one between the move and the index
+            # would leave this message at its old retry time, not due now.
+            with self._lock:
+                self._from_active(name, DEFERRED)
+                self.store.note_temporary_failure(name, now, s.error, s.retry_at)
+                self._index.deferred.set(name, s.retry_at)
         else:
             self._from_active(name, s.to)
 
