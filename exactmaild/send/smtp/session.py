@@ -120,7 +120,13 @@ class SmtpConnection:
             )
             try:
                 self._establish(conn)
-            except BaseException:
+            except BaseException as exc:
+                if isinstance(exc, smtplib.SMTPResponseException) and exc.smtp_code != 421:
+                    # The server answered (a refused login, say): end the
+                    # session with QUIT (RFC 5321 4.1.1.10) rather than drop it,
+                    # so its log says so and it frees the slot at once.
+                    with contextlib.suppress(OSError, smtplib.SMTPException):
+                        conn.quit()
                 conn.close()  # every later failure: no socket outlives the attempt
                 raise
         except SecretError as exc:
